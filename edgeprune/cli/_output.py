@@ -1,0 +1,92 @@
+"""The one output sink of the CLI.
+
+Commands hand it results as plain data (dicts of JSON types) plus an optional human renderer;
+in ``--format json`` mode it prints exactly one JSON document on stdout, and progress and
+messages go to stderr so stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+
+def add_format_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="output format: human text (default) or one JSON document on stdout",
+    )
+
+
+class Output:
+    def __init__(self, format: str = "text") -> None:
+        self.format = format
+        self.json = format == "json"
+
+    # results -------------------------------------------------------------------------------
+    def result(self, data: dict[str, Any], render: Callable[[dict[str, Any]], str] | None = None) -> None:
+        """Print a command's result: ``data`` as JSON, or ``render(data)`` as text."""
+        if self.json:
+            sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n")
+        else:
+            text = render(data) if render else _plain(data)
+            sys.stdout.write(text.rstrip("\n") + "\n")
+        sys.stdout.flush()
+
+    def error(self, message: str, kind: str = "Error") -> None:
+        if self.json:
+            sys.stdout.write(json.dumps({"error": {"type": kind, "message": message}}) + "\n")
+        sys.stderr.write(f"edgeprune: error: {message}\n")
+
+    # messages and progress (stderr) ------------------------------------------------------------
+    def info(self, message: str) -> None:
+        sys.stderr.write(message + "\n")
+
+    def warn(self, message: str) -> None:
+        sys.stderr.write(f"edgeprune: warning: {message}\n")
+
+    def progress(self, event: dict[str, Any]) -> None:
+        """Default progress callback for library functions: ``{"stage": ..., "message": ...}``."""
+        msg = event.get("message") or event.get("stage", "")
+        if msg:
+            sys.stderr.write(f"  {msg}\n")
+            sys.stderr.flush()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain aligned text table (no colour, safe for logs)."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _plain(data: dict[str, Any], indent: int = 0) -> str:
+    lines = []
+    pad = "  " * indent
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"{pad}{key}:")
+            lines.append(_plain(value, indent + 1))
+        else:
+            lines.append(f"{pad}{key}: {_cell(value)}")
+    return "\n".join(lines)
+
+
+def _default(obj: Any) -> Any:
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    return str(obj)

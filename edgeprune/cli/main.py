@@ -1,0 +1,82 @@
+"""Entry point of the ``edgeprune`` console script.
+
+Parsing imports only the command modules (which import nothing heavy), so ``edgeprune --help``
+and ``edgeprune CMD --help`` never import torch. Known errors become one line on stderr and the
+error's exit code; ``EDGEPRUNE_DEBUG=1`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from edgeprune import __version__
+from edgeprune.cli._output import Output, add_format_flag
+from edgeprune.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, EdgepruneError
+
+# command name -> module under edgeprune.cli; listed in the order `--help` shows them
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("fit", "fit"),
+    ("prune", "prune"),
+    ("materialize", "materialize"),
+    ("export", "export"),
+    ("info", "info"),
+    ("evaluate", "evaluate"),
+    ("finetune", "finetune"),
+    ("sensitivity", "sensitivity"),
+    ("measure", "measure"),
+    ("gate", "gate"),
+    ("report", "report"),
+    ("targets", "targets"),
+    ("profiles", "profiles"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeprune",
+        description="Fit trained PyTorch vision models onto ARM edge devices.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 budget cannot be met (fit), "
+        "4 budget exceeded (gate), 130 interrupted. EDGEPRUNE_DEBUG=1 shows tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS:
+        try:
+            module = importlib.import_module(f"edgeprune.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"edgeprune.cli.{module_name}":
+                raise
+            continue  # command not built yet
+        sub = module.add_parser(subparsers)
+        add_format_flag(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    out = Output(getattr(args, "format", "text"))
+    try:
+        return int(args._run(args, out) or 0)
+    except EdgepruneError as exc:
+        if os.environ.get("EDGEPRUNE_DEBUG"):
+            raise
+        out.error(exc.one_line(), kind=type(exc).__name__)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.error("interrupted — run the same command again to resume where it can", kind="Interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
