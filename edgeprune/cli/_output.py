@@ -29,7 +29,8 @@ class Output:
         self.json = format == "json"
 
     # results -------------------------------------------------------------------------------
-    def result(self, data: dict[str, Any], render: Callable[[dict[str, Any]], str] | None = None) -> None:
+    def result(self, data: dict[str, Any],
+               render: Callable[[dict[str, Any]], str] | None = None) -> None:
         """Print a command's result: ``data`` as JSON, or ``render(data)`` as text."""
         if self.json:
             sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n")
@@ -62,7 +63,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain aligned text table (no colour, safe for logs)."""
     cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS:
+    for _name, module_name in COMMANDS:
         try:
             module = importlib.import_module(f"edgeprune.cli.{module_name}")
         except ModuleNotFoundError as exc:
@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(exc.one_line(), kind=type(exc).__name__)
         return exc.exit_code
     except KeyboardInterrupt:
-        out.error("interrupted — run the same command again to resume where it can", kind="Interrupted")
+        out.error("interrupted — run the same command again to resume where it can",
+                  kind="Interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_ERROR

@@ -1,0 +1,334 @@
+"""Model specs → ``nn.Module``, and safe weight loading.
+
+Spec grammar (one parser, :func:`parse_model_spec`)::
+
+    torchvision:resnet18                      a torchvision classification architecture
+    torchvision:resnet18(num_classes=10)      ... with constructor keyword arguments (literals)
+    resnet18                                  shorthand for torchvision:resnet18
+    builtin:mnist-cnn                         a trained network shipped in a package (weights on)
+    path/to/file.py:factory(width=8)          a factory function in a Python file
+    package.module:factory                    a factory function in an importable module
+    runs/fit-1/model                          a pruned model directory written by edgeprune
+
+Weights (``--weights``) are a state dict in a ``.safetensors`` file or a PyTorch file read with
+``torch.load(weights_only=True)``: a checkpoint that would need arbitrary unpickling is refused,
+never executed.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune import builtin_models
+from edgeprune.errors import CheckpointError, ModelSpecError, UnsafeCheckpointError
+
+_CALL = re.compile(r"^(?P<name>[^()]+?)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec; ``kwargs`` are literal constructor arguments."""
+
+    kind: str  # torchvision | builtin | file | module | pruned
+    target: str  # architecture name, builtin name, file path, module name or directory
+    factory: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "factory": self.factory,
+                "kwargs": dict(self.kwargs), "text": self.text}
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """Parse a model spec string; errors are one line and name the accepted forms."""
+    raw = text.strip()
+    if not raw:
+        raise ModelSpecError("empty model spec", hint=_FORMS)
+    from edgeprune import saving  # local: saving imports torch
+
+    if saving.is_pruned_dir(raw):
+        return ModelSpec("pruned", raw, text=raw)
+    if raw.startswith("torchvision:"):
+        name, kwargs = _split_call(raw[len("torchvision:"):], raw)
+        return ModelSpec("torchvision", name, kwargs=kwargs, text=raw)
+    if raw.startswith("builtin:"):
+        name, kwargs = _split_call(raw[len("builtin:"):], raw)
+        return ModelSpec("builtin", name, kwargs=kwargs, text=raw)
+    head, sep, tail = _rsplit_factory(raw)
+    if sep:
+        factory, kwargs = _split_call(tail, raw)
+        if head.endswith(".py"):
+            return ModelSpec("file", head, factory=factory, kwargs=kwargs, text=raw)
+        if re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", head):
+            return ModelSpec("module", head, factory=factory, kwargs=kwargs, text=raw)
+        raise ModelSpecError(f"cannot read model spec {raw!r}: {head!r} is neither a .py file "
+                             "nor a module name", hint=_FORMS)
+    name, kwargs = _split_call(raw, raw)
+    if Path(name).exists():
+        raise ModelSpecError(f"{raw!r} is a path but not a pruned model directory",
+                             hint="pass a directory written by 'edgeprune prune' (it holds "
+                             "model.json), or a Python file as path/file.py:factory")
+    if re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        return ModelSpec("torchvision", name, kwargs=kwargs, text=raw)
+    raise ModelSpecError(f"cannot read model spec {raw!r}", hint=_FORMS)
+
+
+_FORMS = ("use torchvision:NAME[(k=v,...)], builtin:NAME, path/file.py:factory, "
+          "package.module:factory, or a pruned model directory")
+
+
+def _rsplit_factory(raw: str) -> tuple[str, str, str]:
+    """Split ``head:factory(args)`` at the colon before the factory (args may hold colons)."""
+    paren = raw.find("(")
+    scope = raw if paren < 0 else raw[:paren]
+    idx = scope.rfind(":")
+    if idx <= 0 or (idx == 1 and raw[0].isalpha() and raw[2:3] in ("\\", "/")):
+        return raw, "", ""
+    return raw[:idx], ":", raw[idx + 1:]
+
+
+def _split_call(text: str, raw: str) -> tuple[str, dict[str, Any]]:
+    match = _CALL.match(text.strip())
+    if not match or not match.group("name").strip():
+        raise ModelSpecError(f"cannot read model spec {raw!r}", hint=_FORMS)
+    name = match.group("name").strip()
+    args = match.group("args")
+    if not args or not args.strip():
+        return name, {}
+    try:
+        call = ast.parse(f"f({args})", mode="eval").body
+        assert isinstance(call, ast.Call)
+        if call.args:
+            raise ValueError("positional arguments")
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+    except (SyntaxError, ValueError, AssertionError) as exc:
+        raise ModelSpecError(
+            f"cannot read the arguments of model spec {raw!r} ({exc})",
+            hint="write keyword arguments with literal values, e.g. resnet18(num_classes=10)",
+        ) from None
+    return name, kwargs
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def load_model(spec: str | ModelSpec, *, weights: str | Path | None = None) -> Any:
+    """Build the model a spec names and load ``weights`` into it (safely). Returns ``nn.Module``."""
+    parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
+    if parsed.kind == "pruned":
+        from edgeprune import saving
+
+        model = saving.load(parsed.target)
+    elif parsed.kind == "torchvision":
+        model = _build_torchvision(parsed)
+    elif parsed.kind == "builtin":
+        model = _build_builtin(parsed, load_shipped=weights is None)
+    else:
+        model = _build_factory(parsed)
+    if weights is not None:
+        load_weights(model, weights)
+    model.eval()
+    return model
+
+
+def torchvision_architectures() -> list[str]:
+    from edgeprune._tv_compat import import_torchvision
+
+    tv = import_torchvision()
+    return sorted(tv.models.list_models(module=tv.models))
+
+
+def _build_torchvision(spec: ModelSpec) -> Any:
+    from edgeprune._tv_compat import import_torchvision
+
+    tv = import_torchvision()
+    names = tv.models.list_models(module=tv.models)
+    if spec.target not in names:
+        close = difflib.get_close_matches(spec.target, names, n=1)
+        raise ModelSpecError(
+            f"torchvision has no classification architecture {spec.target!r}",
+            hint=(f"did you mean torchvision:{close[0]}?" if close else
+                  "run `edgeprune info --list-models` for the names"),
+        )
+    kwargs = dict(spec.kwargs)
+    if kwargs.get("weights") not in (None,):
+        raise ModelSpecError("downloading torchvision weights is not supported (no network)",
+                             hint="pass a local state dict with --weights FILE instead")
+    if spec.target in ("googlenet", "inception_v3"):
+        kwargs.setdefault("aux_logits", False)
+        kwargs.setdefault("init_weights", True)
+    try:
+        return tv.models.get_model(spec.target, weights=None, **kwargs)
+    except TypeError as exc:
+        raise ModelSpecError(f"torchvision:{spec.target} rejected its arguments: {exc}",
+                             hint="check the constructor's keyword names") from None
+
+
+def _build_builtin(spec: ModelSpec, *, load_shipped: bool) -> Any:
+    entry = builtin_models.get(spec.target)
+    if entry is None:
+        close = difflib.get_close_matches(spec.target, builtin_models.names(), n=1)
+        raise ModelSpecError(
+            f"no built-in model {spec.target!r}",
+            hint=(f"did you mean builtin:{close[0]}?" if close else
+                  "built-in models: " + ", ".join(builtin_models.names())),
+        )
+    if spec.kwargs:
+        raise ModelSpecError(f"builtin:{spec.target} takes no arguments",
+                             hint=f"use builtin:{spec.target}")
+    model = entry.build()
+    if load_shipped:
+        load_weights(model, entry.weights_path())
+    return model
+
+
+def _build_factory(spec: ModelSpec) -> Any:
+    if spec.kind == "file":
+        path = Path(spec.target)
+        if not path.is_file():
+            raise ModelSpecError(f"model file {spec.target!r} does not exist",
+                                 hint="check the path before ':factory'")
+        mod_name = f"_edgeprune_user_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ModelSpecError(f"cannot import {spec.target!r}", hint="is it a Python file?")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ModelSpecError(f"importing {spec.target!r} failed: {type(exc).__name__}: {exc}",
+                                 hint="fix the error in that file") from exc
+    else:
+        try:
+            module = importlib.import_module(spec.target)
+        except ImportError as exc:
+            raise ModelSpecError(f"cannot import module {spec.target!r}: {exc}",
+                                 hint="install it or put it on PYTHONPATH") from None
+    factory = getattr(module, spec.factory or "", None)
+    if not callable(factory):
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        close = difflib.get_close_matches(spec.factory or "", public, n=1)
+        raise ModelSpecError(f"{spec.target!r} has no factory {spec.factory!r}",
+                             hint=f"did you mean :{close[0]}?" if close else
+                             "name a function that returns an nn.Module")
+    model = factory(**dict(spec.kwargs))
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ModelSpecError(f"{spec.text!r} returned {type(model).__name__}, not an nn.Module",
+                             hint="the factory must return a torch.nn.Module")
+    return model
+
+
+# --- weights -----------------------------------------------------------------------------------
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """Read a state dict without executing code; unwraps ``{"state_dict": ...}`` checkpoints."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {str(path)!r} does not exist", hint="check the path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except Exception as exc:
+            raise CheckpointError(f"cannot read safetensors file {str(path)!r}: {exc}",
+                                  hint="is the file complete?") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"{str(path)!r} needs arbitrary unpickling to load ({str(exc).splitlines()[0]}); "
+            "refused without running it",
+            hint="save a plain state dict (torch.save(model.state_dict(), f)) or safetensors",
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read weights file {str(path)!r}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                              hint="is it a PyTorch state dict or safetensors file?") from None
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{str(path)!r} does not hold a state dict of tensors",
+                              hint="save model.state_dict(), not the model object")
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}
+
+
+def apply_masks(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Fold ``torch.nn.utils.prune`` masks (``x_orig`` × ``x_mask``) into plain ``x`` tensors."""
+    out = {k: v for k, v in state.items() if not k.endswith(("_orig", "_mask"))}
+    for key, orig in state.items():
+        if key.endswith("_orig"):
+            base = key[: -len("_orig")]
+            mask = state.get(base + "_mask")
+            out[base] = orig * mask if mask is not None else orig
+    return out
+
+
+def load_weights(model: Any, path: str | Path) -> None:
+    """Load a state dict file into ``model``; shapes and names must match (one-line error)."""
+    state = apply_masks(read_state_dict(path))
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file "
+                         f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        raise CheckpointError(
+            f"weights {str(path)!r} do not fit the model: " + "; ".join(parts),
+            hint="check that --model names the architecture (and num_classes) the weights were "
+            "trained with; a pruned model is loaded from its directory instead",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+# --- facts about a model -------------------------------------------------------------------------
+
+
+def default_input_shape(spec: str | ModelSpec | Any) -> tuple[int, ...] | None:
+    """The input shape a model expects (batch 1), when the spec or model says so."""
+    if isinstance(spec, (str, ModelSpec)):
+        parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
+        if parsed.kind == "builtin":
+            entry = builtin_models.get(parsed.target)
+            return entry.input_shape if entry else None
+        if parsed.kind == "torchvision":
+            return (1, 3, 299, 299) if parsed.target == "inception_v3" else (1, 3, 224, 224)
+        if parsed.kind == "pruned":
+            from edgeprune import saving
+
+            return saving.read_manifest(parsed.target).input_shape
+        return None
+    shape = getattr(spec, "edgeprune_input_shape", None) or getattr(spec, "input_shape", None)
+    if isinstance(shape, (tuple, list)) and all(isinstance(d, int) for d in shape):
+        return tuple(shape)
+    return None

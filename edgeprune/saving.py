@@ -1,0 +1,206 @@
+"""Save and load pruned models without pickles.
+
+A pruned model is a directory::
+
+    model.json           manifest: model spec, per-layer widths, input shape, history, checksums
+    weights.safetensors  the state dict
+
+:func:`load` rebuilds the unpruned architecture from the spec, resizes every layer to the widths
+recorded in the manifest and loads the weights: no arbitrary code is unpickled. (A spec naming a
+user's own ``file.py:factory`` does import that file, as it did when the model was first built.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import CheckpointError, NotFoundError, OutputExistsError
+
+FORMAT = "edgeprune.pruned-model"
+VERSION = 1
+MANIFEST = "model.json"
+WEIGHTS = "weights.safetensors"
+
+# Attributes that structural pruning rewrites, per module; recorded and restored on load.
+_SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features",
+                "num_features", "normalized_shape", "num_channels", "num_groups")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    spec: str
+    input_shape: tuple[int, ...] | None
+    modules: Mapping[str, Mapping[str, Any]]
+    weights_sha256: str
+    history: Sequence[Any] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    edgeprune_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": VERSION, "spec": self.spec,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "weights": WEIGHTS, "weights_sha256": self.weights_sha256,
+            "edgeprune_version": self.edgeprune_version,
+            "modules": {k: dict(v) for k, v in self.modules.items()},
+            "history": list(self.history), "extra": dict(self.extra),
+        }
+
+
+def is_pruned_dir(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / MANIFEST).is_file()
+
+
+def _module_shapes(model: Any) -> dict[str, dict[str, Any]]:
+    shapes: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        attrs = {a: _jsonable(getattr(module, a)) for a in _SHAPE_ATTRS if hasattr(module, a)}
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        if attrs:
+            shapes[name] = {"type": type(module).__name__, **attrs}
+    return shapes
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
+        return list(value)
+    return None
+
+
+def save(model: Any, path: str | os.PathLike[str], *, spec: str,
+         input_shape: Sequence[int] | None = None, history: Sequence[Any] = (),
+         extra: Mapping[str, Any] | None = None, force: bool = False) -> Path:
+    """Write ``model`` as a pruned-model directory, atomically (a temp dir renamed into place)."""
+    from safetensors.torch import save_file
+
+    from edgeprune import __version__
+
+    out = Path(path)
+    if out.exists() and not force:
+        raise OutputExistsError(f"output {str(out)!r} exists already",
+                                hint="choose another --out or pass --force to replace it")
+    if out.exists() and not is_pruned_dir(out) and any(out.iterdir()):
+        raise OutputExistsError(f"{str(out)!r} is a non-empty directory that is not a pruned "
+                                "model; refusing to replace it", hint="choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        manifest = Manifest(
+            spec=spec, input_shape=tuple(input_shape) if input_shape else None,
+            modules=_module_shapes(model), weights_sha256=_sha256(tmp / WEIGHTS),
+            history=list(history), extra=dict(extra or {}), edgeprune_version=__version__,
+        )
+        (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    if dest.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+        os.replace(dest, trash / "old")
+        os.replace(new, dest)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(new, dest)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    p = Path(path)
+    if not is_pruned_dir(p):
+        raise NotFoundError(f"{str(p)!r} is not a pruned model directory (no {MANIFEST})",
+                            hint="pass a directory written by 'edgeprune prune' or 'fit'")
+    try:
+        data = json.loads((p / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {str(p / MANIFEST)!r}: {exc}",
+                              hint="the directory is damaged; write it again") from None
+    if data.get("format") != FORMAT or not isinstance(data.get("version"), int):
+        raise CheckpointError(f"{str(p / MANIFEST)!r} is not an edgeprune model manifest",
+                              hint="pass a directory written by edgeprune")
+    if data["version"] > VERSION:
+        raise CheckpointError(f"{str(p)!r} was written by a newer edgeprune "
+                              f"(format {data['version']})", hint="upgrade edgeprune")
+    shape = data.get("input_shape")
+    return Manifest(spec=data["spec"], input_shape=tuple(shape) if shape else None,
+                    modules=data.get("modules", {}), weights_sha256=data.get("weights_sha256", ""),
+                    history=data.get("history", []), extra=data.get("extra", {}),
+                    edgeprune_version=data.get("edgeprune_version", ""))
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    """Rebuild a pruned model from its directory. Returns an ``nn.Module`` in eval mode."""
+    import torch
+    from safetensors.torch import load_file
+
+    from edgeprune import models
+
+    p = Path(path)
+    manifest = read_manifest(p)
+    weights = p / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{str(weights)!r} is missing", hint="the directory is incomplete")
+    if manifest.weights_sha256 and _sha256(weights) != manifest.weights_sha256:
+        raise CheckpointError(f"{str(weights)!r} does not match the checksum in its manifest",
+                              hint="the file was changed or damaged; write the model again")
+    spec = models.parse_model_spec(manifest.spec)
+    if spec.kind == "builtin":
+        model = models._build_builtin(spec, load_shipped=False)
+    elif spec.kind == "pruned":
+        raise CheckpointError(f"manifest of {str(p)!r} points at another pruned directory",
+                              hint="write the model again")
+    else:
+        model = models.load_model(spec)
+    state = load_file(str(weights))
+    modules = dict(model.named_modules())
+    for name, attrs in manifest.modules.items():
+        module = modules.get(name)
+        if module is None:
+            raise CheckpointError(f"layer {name!r} of {str(p)!r} does not exist in {manifest.spec}",
+                                  hint="the spec's code changed since the model was saved")
+        for key, value in attrs.items():
+            if key != "type" and hasattr(module, key):
+                setattr(module, key, tuple(value) if isinstance(value, list) else value)
+    with torch.no_grad():
+        for key, tensor in state.items():
+            mod_name, _, attr = key.rpartition(".")
+            module = modules.get(mod_name)
+            current = getattr(module, attr, None) if module is not None else None
+            if current is None:
+                raise CheckpointError(f"weight {key!r} of {str(p)!r} has no place in "
+                                      f"{manifest.spec}", hint="the spec's code changed")
+            if isinstance(current, torch.nn.Parameter):
+                setattr(module, attr, torch.nn.Parameter(tensor.clone(),
+                                                         requires_grad=current.requires_grad))
+            elif isinstance(current, torch.Tensor):
+                module._buffers[attr] = tensor.clone()
+    model.load_state_dict(state, strict=True)
+    model.edgeprune_input_shape = manifest.input_shape
+    model.eval()
+    return model

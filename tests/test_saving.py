@@ -1,0 +1,68 @@
+"""Pruned-model directories: save, load without pickles, atomic and non-clobbering writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import edgeprune
+from edgeprune import saving
+from edgeprune.errors import CheckpointError, OutputExistsError
+
+
+def _shrink_first_conv(model: nn.Module, keep: int) -> None:
+    """A hand-made structural prune of the MNIST CNN's first conv (and the next conv's inputs)."""
+    conv, nxt = model.features[0], model.features[3]
+    idx = torch.arange(keep)
+    conv.weight = nn.Parameter(conv.weight[idx].clone())
+    conv.bias = nn.Parameter(conv.bias[idx].clone())
+    conv.out_channels = keep
+    nxt.weight = nn.Parameter(nxt.weight[:, idx].clone())
+    nxt.in_channels = keep
+
+
+def test_roundtrip_rebuilds_widths_and_outputs(tmp_path, digits_images):
+    from tests.conftest import real_images
+
+    model = edgeprune.load_model("builtin:mnist-cnn")
+    _shrink_first_conv(model, 12)
+    x = (real_images(digits_images, 16, 1, 28) - 0.1307) / 0.3081
+    expected = model(x)
+    out = edgeprune.save(model, tmp_path / "m", spec="builtin:mnist-cnn",
+                         input_shape=(1, 1, 28, 28), history=[{"step": 1}],
+                         extra={"note": "hand pruned"})
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["modules"]["features.0"]["out_channels"] == 12
+    loaded = edgeprune.load(out)
+    assert loaded.features[0].out_channels == 12 and loaded.features[3].in_channels == 12
+    assert torch.equal(loaded(x), expected)
+    assert edgeprune.load_model(str(out)).features[0].weight.shape[0] == 12  # dir as a spec
+    assert saving.read_manifest(out).history == [{"step": 1}]
+
+
+def test_existing_output_needs_force_and_nothing_else_is_clobbered(tmp_path):
+    model = edgeprune.load_model("builtin:mnist-cnn")
+    out = edgeprune.save(model, tmp_path / "m", spec="builtin:mnist-cnn")
+    with pytest.raises(OutputExistsError, match="--force"):
+        edgeprune.save(model, out, spec="builtin:mnist-cnn")
+    edgeprune.save(model, out, spec="builtin:mnist-cnn", force=True)
+    user_dir = tmp_path / "photos"
+    user_dir.mkdir()
+    (user_dir / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match="not a pruned model"):
+        edgeprune.save(model, user_dir, spec="builtin:mnist-cnn", force=True)
+    assert (user_dir / "cat.jpg").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    out = edgeprune.save(edgeprune.load_model("builtin:mnist-cnn"), tmp_path / "m",
+                         spec="builtin:mnist-cnn")
+    data = bytearray((out / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (out / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        edgeprune.load(out)
