@@ -1,0 +1,586 @@
+"""The structural-pruning engine: the only module that imports ``torch_pruning``.
+
+A :class:`Graph` wraps Torch-Pruning's ``DependencyGraph`` for one model. A
+:class:`ChannelGroup` is one unit of pruning: the output channels of a *root* conv/linear and
+every layer coupled to them (its BatchNorm, residual partners, downsample path, the next layers'
+inputs, depthwise convs, concat consumers, ...). :func:`prune_group` removes root channels from
+every member physically and checks the forward pass still works.
+
+Indices change after every prune, so groups are snapshots: call :func:`channel_groups` again
+after pruning (:func:`refresh_groups` is the same call under a name that says why). The graph
+itself stays valid, and every step is recorded in :func:`history` so it can be :func:`replay`-ed
+on a fresh copy of the unpruned model.
+
+What is not pruned, on purpose (the group is left out of :func:`channel_groups`):
+
+- the output features of the layers producing the model output (the classifier), found by
+  walking back from the traced output;
+- groups touching a *grouped* convolution that is not depthwise (RegNet, ResNeXt, ShuffleNet
+  branches): Torch-Pruning 1.6's low-level prune of such convs does not keep the per-group
+  channel blocks consistent; the reason is listed by :func:`skipped_groups`;
+- groups touching ``nn.MultiheadAttention`` (ViT) or unwrapped parameters (class token,
+  position embeddings): pruning them needs per-head rounding we do not do yet.
+
+Models whose channels are permuted between layers (channel shuffle in ShuffleNetV2) cannot be
+pruned through index mapping at all: :func:`build_graph` raises :class:`PruningError`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from edgeprune.errors import PruningError
+
+__all__ = [
+    "HISTORY_VERSION",
+    "ChannelGroup",
+    "Graph",
+    "Member",
+    "build_graph",
+    "channel_groups",
+    "check_forward",
+    "history",
+    "layer_widths",
+    "prune_group",
+    "refresh_groups",
+    "replay",
+    "skipped_groups",
+]
+
+HISTORY_VERSION = 1
+
+Inputs = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
+
+_CONV = nn.modules.conv._ConvNd
+_NORM = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One coupled layer of a group and the channels of it that follow the root's channels.
+
+    In the common one-to-one case root channel ``k`` is this module's channel ``idxs[k]``.
+    In general (a linear layer after ``flatten`` owns several input features per channel; a
+    consumer of ``split`` sees only some root channels) the pairs are
+    ``(idxs[j], root_idxs[j])``; they are sorted by root channel.
+    """
+
+    name: str
+    module: nn.Module
+    dim: str  # "out": output channels / features / norm channels are cut; "in": input channels
+    idxs: tuple[int, ...]
+    root_idxs: tuple[int, ...] = ()
+
+    @property
+    def one_to_one(self) -> bool:
+        """True when root channel k is exactly ``idxs[k]`` (no flatten/split remapping)."""
+        return self.root_idxs == tuple(range(len(self.root_idxs)))
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """The root's prunable output channels and every layer coupled to them."""
+
+    root: str
+    size: int
+    members: tuple[Member, ...]
+
+    def weights(self) -> list[tuple[Member, torch.Tensor]]:
+        """For each parametrised member, its weight slices per root channel.
+
+        Each tensor has shape ``(size, n)``: row ``k`` holds the (flattened) weights that go
+        when root channel ``k`` goes — a conv's filter for "out", a next conv's input slice for
+        "in", a norm's scale. Members that do not cover every root channel uniformly (split
+        consumers) are left out.
+        """
+        result: list[tuple[Member, torch.Tensor]] = []
+        for member in self.members:
+            weight = getattr(member.module, "weight", None)
+            if not isinstance(weight, torch.Tensor):
+                continue
+            axis = _weight_axis(member)
+            picked = weight.detach().index_select(axis, torch.tensor(member.idxs, dtype=torch.long))
+            picked = picked.movedim(axis, 0)
+            if len(member.idxs) % self.size or sorted(set(member.root_idxs)) != list(
+                range(self.size)
+            ):
+                continue
+            result.append((member, picked.reshape(self.size, -1)))
+        return result
+
+
+@dataclass
+class Graph:
+    """A model, its Torch-Pruning dependency graph and the record of what was pruned.
+
+    Treat it as opaque: the fields are for this module.
+    """
+
+    model: nn.Module
+    example_inputs: Inputs
+    output_shapes: list[tuple[int, ...]]
+    protected: frozenset[str]
+    ignored: frozenset[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    dg: Any = None
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def build_graph(
+    model: nn.Module,
+    example_inputs: Inputs,
+    *,
+    ignored_layers: Collection[str] = (),
+) -> Graph:
+    """Trace ``model`` once and return the graph every other call works on.
+
+    ``ignored_layers`` names modules whose *output* channels must never be pruned (their
+    input channels still follow the layers before them). The layers producing the model's
+    output are always protected.
+    """
+    names = {name for name, _ in model.named_modules()}
+    unknown = sorted(set(ignored_layers) - names)
+    if unknown:
+        raise PruningError(
+            f"ignored layer(s) not in the model: {', '.join(unknown)}",
+            hint="use qualified module names as listed by model.named_modules()",
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad(), _quiet():
+            outputs = _forward(model, example_inputs)
+            _refuse_channel_shuffle(model, outputs)
+            dg = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_inputs, verbose=False
+            )
+    except PruningError:
+        raise
+    except Exception as exc:  # tracing fails in many ways; say which model
+        raise PruningError(
+            f"cannot trace {type(model).__name__} for pruning: {exc}",
+            hint="check that the example inputs match the model (shape, dtype, count)",
+        ) from exc
+    finally:
+        model.train(was_training)
+    graph = Graph(
+        model=model,
+        example_inputs=example_inputs,
+        output_shapes=[tuple(t.shape) for t in _flatten_tensors(outputs)],
+        protected=frozenset(_output_layers(dg)),
+        ignored=frozenset(ignored_layers),
+        dg=dg,
+    )
+    return graph
+
+
+def _forward(model: nn.Module, example_inputs: Inputs) -> Any:
+    if isinstance(example_inputs, torch.Tensor):
+        return model(example_inputs)
+    return model(*example_inputs)
+
+
+def _flatten_tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _flatten_tensors(item)]
+    return []
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _refuse_channel_shuffle(model: nn.Module, outputs: Any) -> None:
+    """Channel shuffle views channels as (groups, c/groups), transposes and flattens back.
+
+    Torch-Pruning 1.6 maps indices through 4-D/1-D reshapes only (and fails on ShuffleNetV2
+    with a bare division by zero), so indices crossing a shuffle cannot be right. The
+    signature in the autograd graph is a view or reshape whose *input* is 5-D.
+    """
+    stack = [t.grad_fn for t in _flatten_tensors(outputs) if t.grad_fn is not None]
+    seen: set[int] = set()
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        sizes = getattr(fn, "_saved_self_sym_sizes", None) or getattr(fn, "_saved_self_sizes", None)
+        is_view = "View" in fn.name() or "Reshape" in fn.name()
+        if is_view and sizes is not None and len(sizes) == 5:
+            raise PruningError(
+                f"{type(model).__name__} permutes channels between layers (channel "
+                "shuffle), which the pruning engine cannot map",
+                hint="choose an architecture without channel shuffle (e.g. mobilenet_v2/v3, "
+                "resnet, efficientnet) or prune this one unstructured",
+            )
+        stack.extend(f for f, _ in fn.next_functions if f is not None)
+
+
+def _output_layers(dg: Any) -> set[str]:
+    """Names of the conv/linear layers whose output channels reach the model output.
+
+    Walk back from each traced output through parameter-free ops, norms and depthwise convs
+    (they keep the channel count), stopping at the first conv/linear on each path.
+    """
+    found: set[str] = set()
+    # a sink is either tp's output op or the module whose result is returned as is
+    stack = [n for n in dg.module2node.values() if not n.outputs]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        module = node.module
+        name = dg._module2name.get(module)
+        if isinstance(module, (_CONV, nn.Linear, nn.MultiheadAttention)) and name is not None:
+            found.add(name)
+            if not (isinstance(module, _CONV) and _is_depthwise(module)):
+                continue
+        stack.extend(node.inputs)
+    return found
+
+
+# --- groups ------------------------------------------------------------------------------------
+
+
+def channel_groups(graph: Graph, *, ignored_layers: Collection[str] = ()) -> list[ChannelGroup]:
+    """Every prunable group of the model as it is now, one per root layer.
+
+    A group is left out when one of its "out" members is protected (the classifier), named in
+    ``ignored_layers`` here or at :func:`build_graph`, or unsupported (see
+    :func:`skipped_groups` for the reason).
+    """
+    dg = graph.dg
+    blocked = graph.protected | graph.ignored | frozenset(ignored_layers)
+    groups: list[ChannelGroup] = []
+    graph.skipped.clear()
+    with _quiet():
+        for tp_group in dg.get_all_groups(root_module_types=(_CONV, nn.Linear)):
+            group = _convert(dg, tp_group)
+            if group is None:
+                continue
+            if any(m.dim == "out" and m.name in blocked for m in group.members):
+                continue
+            reason = _unsupported(group)
+            if reason:
+                graph.skipped[group.root] = reason
+                continue
+            groups.append(group)
+    return groups
+
+
+def refresh_groups(graph: Graph, *, ignored_layers: Collection[str] = ()) -> list[ChannelGroup]:
+    """Fresh groups after a prune: indices and sizes of older groups are stale.
+
+    Same as :func:`channel_groups`; the graph stays valid across prunes.
+    """
+    return channel_groups(graph, ignored_layers=ignored_layers)
+
+
+def skipped_groups(graph: Graph) -> dict[str, str]:
+    """Root name → why its group is not offered, from the last :func:`channel_groups` call."""
+    return dict(graph.skipped)
+
+
+def _convert(dg: Any, tp_group: Any) -> ChannelGroup | None:
+    root_module = tp_group[0].dep.target.module
+    root = dg._module2name.get(root_module)
+    if root is None:
+        return None
+    size = len(tp_group[0].idxs)
+    members: list[Member] = []
+    for item in tp_group.items:
+        module = item.dep.target.module
+        name = dg._module2name.get(module)
+        if isinstance(module, nn.Parameter):
+            members.append(Member(name or "<parameter>", _ParamHolder(), "out", (), ()))
+            continue
+        has_params = any(True for _ in module.parameters(recurse=False))
+        if name is None or not (has_params or isinstance(module, nn.MultiheadAttention)):
+            continue
+        pairs = sorted(zip(item.root_idxs, item.idxs, strict=True))
+        dim = _member_dim(dg, item.dep.handler, module)
+        members.append(
+            Member(
+                name=name,
+                module=module,
+                dim=dim,
+                idxs=tuple(int(i) for _, i in pairs),
+                root_idxs=tuple(int(r) for r, _ in pairs),
+            )
+        )
+    return ChannelGroup(root=root, size=size, members=tuple(members))
+
+
+class _ParamHolder(nn.Module):
+    """Stands in for an unwrapped ``nn.Parameter`` member so the group can be refused."""
+
+
+def _member_dim(dg: Any, handler: Callable[..., Any], module: nn.Module) -> str:
+    pruner = dg.get_pruner_of_module(module)
+    if pruner is not None and handler == pruner.prune_out_channels:
+        return "out"
+    if handler == tp.pruner.function.prune_depthwise_conv_out_channels:
+        return "out"
+    return "in"
+
+
+def _is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, _CONV) and module.groups == module.out_channels > 1
+
+
+def _unsupported(group: ChannelGroup) -> str | None:
+    for member in group.members:
+        module = member.module
+        if isinstance(module, _ParamHolder):
+            return f"{member.name}: unwrapped parameter (class token / position embedding)"
+        if isinstance(module, nn.MultiheadAttention):
+            return f"{member.name}: multi-head attention needs per-head pruning"
+        if isinstance(module, _CONV) and module.groups > 1 and not _is_depthwise(module):
+            return f"{member.name}: grouped convolution (groups={module.groups})"
+        if isinstance(module, nn.PReLU) and module.num_parameters == 1:
+            continue
+    return None
+
+
+def _weight_axis(member: Member) -> int:
+    module = member.module
+    if isinstance(module, _CONV):
+        transposed = bool(getattr(module, "transposed", False))
+        if member.dim == "out" or _is_depthwise(module):
+            return 1 if transposed else 0
+        return 0 if transposed else 1
+    if isinstance(module, nn.Linear):
+        return 0 if member.dim == "out" else 1
+    if isinstance(module, nn.LayerNorm):
+        return module.weight.dim() - 1
+    return 0
+
+
+# --- pruning -----------------------------------------------------------------------------------
+
+
+def prune_group(
+    graph: Graph,
+    group: ChannelGroup,
+    channels: Sequence[int],
+    *,
+    check: bool = True,
+) -> None:
+    """Physically remove root channels ``channels`` (0..size-1) from every member of ``group``.
+
+    With ``check`` (the default) the forward pass is run on the graph's example inputs and its
+    output shapes compared with the unpruned model's; a failure names the layer.
+    """
+    chosen = sorted({int(c) for c in channels})
+    if not chosen:
+        return
+    root_module = _module_by_name(graph.model, group.root)
+    current = _out_channels(root_module)
+    if current != group.size:
+        raise PruningError(
+            f"stale group for {group.root}: it has {current} channels, the group says {group.size}",
+            hint="call channel_groups(graph) again after every prune",
+        )
+    bad = [c for c in chosen if not 0 <= c < group.size]
+    if bad:
+        raise PruningError(
+            f"channel indices {bad} out of range for {group.root} (0..{group.size - 1})",
+            hint="pass root channel indices of this group",
+        )
+    if len(chosen) >= group.size:
+        raise PruningError(
+            f"pruning {len(chosen)} of {group.size} channels would remove all of {group.root}",
+            hint="keep at least one channel in every group",
+        )
+    _prune_root(graph, group.root, chosen)
+    if check:
+        check_forward(graph.model, graph.example_inputs, graph.output_shapes)
+
+
+def _prune_root(graph: Graph, root: str, channels: list[int]) -> None:
+    dg = graph.dg
+    module = _module_by_name(graph.model, root)
+    pruner = dg.get_pruner_of_module(module)
+    with _quiet():
+        tp_group = dg.get_pruning_group(module, pruner.prune_out_channels, channels)
+        if not dg.check_pruning_group(tp_group):
+            raise PruningError(
+                f"pruning {len(channels)} channels of {root} would empty a coupled layer",
+                hint="prune fewer channels from this group",
+            )
+        try:
+            tp_group.prune(record_history=False)
+        except AssertionError as exc:
+            raise PruningError(f"cannot prune {root}: {exc}", hint="skip this group") from exc
+    graph.steps.append({"root": root, "channels": channels})
+
+
+def _module_by_name(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError as exc:
+        raise PruningError(
+            f"no layer named {name!r} in the model",
+            hint="the history or group belongs to a different model",
+        ) from exc
+
+
+def _out_channels(module: nn.Module) -> int:
+    if isinstance(module, _CONV):
+        return int(module.out_channels)
+    if isinstance(module, nn.Linear):
+        return int(module.out_features)
+    raise PruningError(f"{type(module).__name__} is not a conv/linear root", hint="")
+
+
+def check_forward(
+    model: nn.Module,
+    example_inputs: Inputs,
+    expected_shape: tuple[int, ...] | Sequence[tuple[int, ...]],
+) -> None:
+    """Run ``model`` on ``example_inputs`` and compare output shape(s) with ``expected_shape``.
+
+    Raises :class:`PruningError` naming the innermost layer that failed, or the mismatching
+    output. ``expected_shape`` is one shape or a list of shapes (one per output tensor).
+    """
+    expected = (
+        [tuple(expected_shape)]  # type: ignore[arg-type]
+        if expected_shape and isinstance(next(iter(expected_shape)), int)
+        else [tuple(s) for s in expected_shape]  # type: ignore[union-attr]
+    )
+    stack: list[str] = []
+    failed: list[str] = []
+    names = {module: name for name, module in model.named_modules()}
+
+    def enter(module: nn.Module, _args: Any) -> None:
+        stack.append(names.get(module, type(module).__name__))
+
+    def leave(_module: nn.Module, _args: Any, _out: Any) -> None:
+        if stack:
+            stack.pop()
+
+    handles = []
+    for module in model.modules():
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = _forward(model, example_inputs)
+    except Exception as exc:  # any failure means the prune broke it
+        failed = [s for s in stack if s]
+        layer = failed[-1] if failed else type(model).__name__
+        raise PruningError(
+            f"forward pass fails after pruning, at layer {layer!r}: {exc}",
+            hint="this group cannot be pruned with the current engine; report the model",
+        ) from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    got = [tuple(t.shape) for t in _flatten_tensors(out)]
+    if got != expected:
+        raise PruningError(
+            f"output shape changed after pruning: {got} instead of {expected}",
+            hint="the layers producing the output must not be pruned; pass them as ignored",
+        )
+
+
+# --- widths, history, replay -------------------------------------------------------------------
+
+
+def layer_widths(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Per conv/linear/norm layer its widths: ``in``/``out``/``groups`` or ``features``."""
+    widths: dict[str, dict[str, int]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _CONV):
+            widths[name] = {
+                "in": int(module.in_channels),
+                "out": int(module.out_channels),
+                "groups": int(module.groups),
+            }
+        elif isinstance(module, nn.Linear):
+            widths[name] = {"in": int(module.in_features), "out": int(module.out_features)}
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            widths[name] = {"features": int(module.num_features)}
+        elif isinstance(module, nn.LayerNorm):
+            widths[name] = {"features": int(module.normalized_shape[-1])}
+        elif isinstance(module, nn.GroupNorm):
+            widths[name] = {"features": int(module.num_channels), "groups": int(module.num_groups)}
+        elif isinstance(module, nn.modules.instancenorm._InstanceNorm):
+            widths[name] = {"features": int(module.num_features)}
+    return widths
+
+
+def history(graph: Graph) -> list[dict[str, Any]]:
+    """Every prune step so far, JSON-serialisable, in order.
+
+    Each step is ``{"version": 1, "root": name, "channels": [root channel indices at the time
+    of the step]}``; indices refer to the model as it was just before that step.
+    """
+    return [{"version": HISTORY_VERSION, **copy.deepcopy(step)} for step in graph.steps]
+
+
+def replay(
+    model: nn.Module,
+    example_inputs: Inputs,
+    steps: Sequence[dict[str, Any]],
+) -> nn.Module:
+    """Apply a recorded :func:`history` to ``model`` (the unpruned architecture), in place.
+
+    Returns the model for convenience. Weights are not part of the history: load the pruned
+    state dict afterwards.
+    """
+    graph = build_graph(model, example_inputs)
+    for number, step in enumerate(steps):
+        version = step.get("version", HISTORY_VERSION)
+        if version != HISTORY_VERSION:
+            raise PruningError(
+                f"pruning history step {number} has version {version}",
+                hint=f"this edgeprune replays version {HISTORY_VERSION}",
+            )
+        try:
+            root, channels = str(step["root"]), [int(c) for c in step["channels"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PruningError(
+                f"pruning history step {number} is malformed: {step!r}",
+                hint="expected {'root': name, 'channels': [int, ...]}",
+            ) from exc
+        module = _module_by_name(model, root)
+        size = _out_channels(module)
+        if not channels or max(channels) >= size or min(channels) < 0 or len(channels) >= size:
+            raise PruningError(
+                f"pruning history step {number} does not fit {root} ({size} channels)",
+                hint="replay the history on the architecture it was recorded on",
+            )
+        _prune_root(graph, root, sorted(set(channels)))
+    check_forward(model, example_inputs, graph.output_shapes)
+    return model

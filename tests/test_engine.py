@@ -1,0 +1,214 @@
+"""The pruning engine on real torchvision architectures (small inputs keep it fast)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from edgeprune import engine
+from edgeprune._tv_compat import import_torchvision
+from edgeprune.errors import PruningError
+
+X32 = (1, 3, 32, 32)
+
+
+def _model(arch: str, **kwargs: object) -> nn.Module:
+    torch.manual_seed(0)
+    tv = import_torchvision()
+    model = getattr(tv.models, arch)(num_classes=10, **kwargs).eval()
+    # non-trivial BN statistics so that misaligned slices show up in outputs
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    return _model("resnet18")
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2() -> nn.Module:
+    return _model("mobilenet_v2")
+
+
+def _axis(module: nn.Module, dim: str) -> int:
+    if isinstance(module, nn.Conv2d):
+        depthwise = module.groups == module.out_channels > 1
+        return 0 if dim == "out" or depthwise else 1
+    if isinstance(module, nn.Linear):
+        return 0 if dim == "out" else 1
+    return 0
+
+
+def _group(groups: list[engine.ChannelGroup], root: str) -> engine.ChannelGroup:
+    return next(g for g in groups if g.root == root)
+
+
+def _assert_moved_with_channel(model: nn.Module, root: str, channel: int) -> None:
+    """Prune one root channel and check every member lost exactly its aligned slice."""
+    x = torch.randn(X32)
+    graph = engine.build_graph(model, x)
+    group = _group(engine.channel_groups(graph), root)
+    before = {
+        m.name: (m.dim, m.idxs[m.root_idxs.index(channel)], m.module.weight.detach().clone())
+        for m in group.members
+    }
+    buffers = {
+        m.name: m.module.running_mean.clone()
+        for m in group.members
+        if isinstance(m.module, nn.BatchNorm2d)
+    }
+    engine.prune_group(graph, group, [channel])
+    for member in group.members:
+        dim, idx, old = before[member.name]
+        axis = _axis(member.module, dim)
+        keep = [i for i in range(old.shape[axis]) if i != idx]
+        expected = old.index_select(axis, torch.tensor(keep))
+        assert torch.equal(member.module.weight.detach(), expected), member.name
+        if member.name in buffers:
+            assert torch.equal(member.module.running_mean, buffers[member.name][keep])
+
+
+def test_resnet18_groups_cover_blocks_and_residuals(resnet18: nn.Module) -> None:
+    graph = engine.build_graph(resnet18, torch.randn(X32))
+    groups = engine.channel_groups(graph)
+    roots = {g.root for g in groups}
+    # 8 inner block convs + 4 residual stages (stem + layer1 share theirs)
+    assert len(groups) == 12
+    assert {f"layer{i}.{j}.conv1" for i in range(1, 5) for j in range(2)} <= roots
+    residual = next(
+        g
+        for g in groups
+        if any(m.name == "layer3.0.downsample.0" for m in g.members if m.dim == "out")
+    )
+    outs = {m.name for m in residual.members if m.dim == "out"}
+    assert {
+        "layer3.0.conv2",
+        "layer3.0.bn2",
+        "layer3.1.conv2",
+        "layer3.1.bn2",
+        "layer3.0.downsample.1",
+    } <= outs
+    ins = {m.name for m in residual.members if m.dim == "in"}
+    assert {"layer3.1.conv1", "layer4.0.conv1", "layer4.0.downsample.0"} <= ins
+    for group in groups:
+        assert group.size == resnet18.get_submodule(group.root).out_channels
+        for member in group.members:
+            assert member.one_to_one
+            assert not (member.name == "fc" and member.dim == "out")
+
+
+def test_member_idxs_follow_the_root_channel_in_a_block(resnet18: nn.Module) -> None:
+    _assert_moved_with_channel(copy.deepcopy(resnet18), "layer1.0.conv1", 5)
+
+
+def test_member_idxs_follow_the_root_channel_across_a_residual_stage(resnet18: nn.Module) -> None:
+    model = copy.deepcopy(resnet18)
+    graph = engine.build_graph(model, torch.randn(X32))
+    root = next(
+        g.root
+        for g in engine.channel_groups(graph)
+        if any(m.name == "layer2.0.downsample.0" for m in g.members)
+    )
+    _assert_moved_with_channel(model, root, 77)
+
+
+def test_member_idxs_through_depthwise_conv(mobilenet_v2: nn.Module) -> None:
+    model = copy.deepcopy(mobilenet_v2)
+    graph = engine.build_graph(model, torch.randn(X32))
+    group = next(
+        g
+        for g in engine.channel_groups(graph)
+        if any(m.name == "features.5.conv.1.0" for m in g.members)
+    )
+    _assert_moved_with_channel(model, group.root, 3)
+    depthwise = model.features[5].conv[1][0]
+    assert depthwise.groups == depthwise.in_channels == depthwise.out_channels == 191
+
+
+def test_weights_helper_gives_one_row_per_root_channel(resnet18: nn.Module) -> None:
+    graph = engine.build_graph(resnet18, torch.randn(X32))
+    group = _group(engine.channel_groups(graph), "layer1.0.conv1")
+    rows = dict((m.name, w) for m, w in group.weights())
+    conv = resnet18.layer1[0].conv1.weight.detach()
+    assert torch.equal(rows["layer1.0.conv1"], conv.reshape(64, -1))
+    nxt = resnet18.layer1[0].conv2.weight.detach()
+    assert torch.equal(rows["layer1.0.conv2"][7], nxt[:, 7].reshape(-1))
+
+
+def test_classifier_outputs_are_never_pruned() -> None:
+    for arch in ("resnet18", "mobilenet_v2"):
+        model = _model(arch)
+        graph = engine.build_graph(model, torch.randn(X32))
+        assert graph.protected
+        for group in engine.channel_groups(graph):
+            fresh = _group(engine.refresh_groups(graph), group.root)
+            engine.prune_group(graph, fresh, list(range(0, fresh.size, 2)))
+        assert model(torch.randn(X32)).shape == (1, 10)
+
+
+def test_history_replay_reproduces_widths_and_outputs(resnet18: nn.Module) -> None:
+    pristine = copy.deepcopy(resnet18)
+    model = copy.deepcopy(resnet18)
+    x = torch.randn(X32)
+    graph = engine.build_graph(model, x)
+    for root, channels in (("layer1.0.conv1", [0, 9, 33]), ("layer3.1.conv1", [100])):
+        engine.prune_group(graph, _group(engine.channel_groups(graph), root), channels)
+    residual = next(
+        g
+        for g in engine.channel_groups(graph)
+        if any(m.name == "layer4.0.downsample.0" for m in g.members)
+    )
+    engine.prune_group(graph, residual, list(range(0, 512, 3)))
+    steps = json.loads(json.dumps(engine.history(graph)))
+    assert len(steps) == 3
+
+    rebuilt = engine.replay(pristine, x, steps)
+    assert engine.layer_widths(rebuilt) == engine.layer_widths(model)
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    assert engine.layer_widths(model)["layer4.0.downsample.0"]["out"] == 512 - 171
+
+
+def test_pruning_every_channel_or_a_stale_group_is_refused(resnet18: nn.Module) -> None:
+    model = copy.deepcopy(resnet18)
+    graph = engine.build_graph(model, torch.randn(X32))
+    group = _group(engine.channel_groups(graph), "layer1.1.conv1")
+    with pytest.raises(PruningError, match="remove all"):
+        engine.prune_group(graph, group, range(group.size))
+    with pytest.raises(PruningError, match="out of range"):
+        engine.prune_group(graph, group, [64])
+    engine.prune_group(graph, group, [1])
+    with pytest.raises(PruningError, match="stale group"):
+        engine.prune_group(graph, group, [2])
+
+
+def test_check_forward_names_the_broken_layer(resnet18: nn.Module) -> None:
+    model = copy.deepcopy(resnet18)
+    model.layer2[1].conv1 = nn.Conv2d(100, 128, 3, padding=1, bias=False)
+    with pytest.raises(PruningError, match=r"layer2\.1\.conv1"):
+        engine.check_forward(model, torch.randn(X32), (1, 10))
+
+
+def test_ignored_layers_keep_their_output_channels(resnet18: nn.Module) -> None:
+    graph = engine.build_graph(resnet18, torch.randn(X32), ignored_layers=["layer2.0.conv1"])
+    roots = {g.root for g in engine.channel_groups(graph)}
+    assert "layer2.0.conv1" not in roots and "layer2.1.conv1" in roots
+    with pytest.raises(PruningError, match="not in the model"):
+        engine.build_graph(resnet18, torch.randn(X32), ignored_layers=["nope"])
+
+
+def test_channel_shuffle_is_refused_with_a_clear_error() -> None:
+    model = _model("shufflenet_v2_x0_5")
+    with pytest.raises(PruningError, match="channel shuffle"):
+        engine.build_graph(model, torch.randn(X32))
