@@ -1,0 +1,580 @@
+"""Export PyTorch models to ONNX (TFLite later), each artifact checked against PyTorch.
+
+The only module that calls ``torch.onnx.export``. What torch 2.13 does, and what we do about it:
+
+- The default exporter is *dynamo* (``torch.export`` → ONNX, opset 18+, default 20). It cannot
+  export data-dependent Python control flow, and for a requested opset below 18 it silently
+  keeps 18 after a failed down-conversion. ``exporter="auto"`` therefore tries dynamo and falls
+  back to the legacy TorchScript exporter (recording why in ``notes``); it goes straight to
+  TorchScript for opsets below 18. The opset in the written file is always read back and must
+  be the one requested.
+- Dynamo writes weights to ``<name>.data`` beside the ``.onnx`` by default; TorchScript writes one
+  file (and per-tensor files above 2 GB). We choose the layout ourselves: one self-contained
+  file when it fits under protobuf's 2 GB limit (easiest to copy to a device), else one
+  ``<name>.data`` file. ``ExportResult.files`` lists every file of the artifact either way.
+- Every export is checked by ``onnx.checker`` (path form, so external data is seen) and re-run
+  in onnxruntime on real inputs; outputs must match PyTorch within ``atol + rtol·|ref|``.
+- Writes are atomic: the artifact is built in a temporary directory beside the target and only
+  moved into place once it passed every check; the ``.onnx`` file is moved last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeprune._io import check_writable
+from edgeprune.errors import ExportError, OutputExistsError, ParityError, UsageError
+from edgeprune.stats import Inputs, as_input_tuple, onnx_external_files, size_on_disk
+
+__all__ = [
+    "EXPORTERS",
+    "ExportResult",
+    "export_onnx",
+    "export_tflite",
+    "load_onnx_session",
+    "verify_onnx",
+]
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+DYNAMO_MIN_OPSET = 18
+# protobuf refuses messages of 2 GiB; keep headroom for the graph itself
+_SINGLE_FILE_LIMIT_BYTES = 2**31 - 64 * 2**20
+_LOG_ROOTS = ("torch", "onnxscript", "onnx_ir", "onnx")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written and how well it matches PyTorch. Shapes hold ints or symbolic names."""
+
+    path: str
+    files: tuple[str, ...]
+    opset: int
+    exporter: str
+    max_abs_diff: float
+    rtol: float
+    atol: float
+    size_bytes: int
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    input_shapes: tuple[tuple[int | str, ...], ...]
+    output_shapes: tuple[tuple[int | str, ...], ...]
+    onnxruntime_version: str
+    torch_version: str
+    checked_batches: int
+    format: str = "onnx"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "path": self.path,
+            "files": list(self.files),
+            "size_bytes": self.size_bytes,
+            "opset": self.opset,
+            "exporter": self.exporter,
+            "max_abs_diff": self.max_abs_diff,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "checked_batches": self.checked_batches,
+            "input_names": list(self.input_names),
+            "output_names": list(self.output_names),
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "output_shapes": [list(s) for s in self.output_shapes],
+            "onnxruntime_version": self.onnxruntime_version,
+            "torch_version": self.torch_version,
+            "notes": list(self.notes),
+        }
+
+
+def export_onnx(
+    model: nn.Module,
+    example_inputs: Inputs,
+    path: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    dynamic_batch: bool = False,
+    external_data: bool | None = None,
+    exporter: str = "auto",
+    check_inputs: Inputs | None = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Export ``model`` to ONNX at ``path``, check it, and compare onnxruntime with PyTorch.
+
+    ``example_inputs`` fix the traced shapes (static unless ``dynamic_batch``). ``check_inputs``
+    are real inputs in the same form (default: ``example_inputs``); with static shapes their batch
+    may be any multiple of the exported batch and is run in chunks. ``external_data``: ``None``
+    writes one self-contained file when the model fits in 2 GB, else ``<name>.data`` beside it;
+    ``True`` always writes ``<name>.data``; ``False`` insists on one file.
+
+    Raises :class:`OutputExistsError` (exists, no ``force``), :class:`ExportError` (no exporter
+    produced a valid model) and :class:`ParityError` (outputs differ beyond tolerance).
+    """
+    _validate(opset, exporter, rtol, atol)
+    emit = progress or (lambda event: None)
+    target = Path(path)
+    inputs = as_input_tuple(example_inputs)
+    batches = _check_batches(inputs, check_inputs, dynamic_batch)
+    single = _want_single_file(model, external_data)
+    companion = target.with_name(target.name + ".data")
+    check_writable(target, force=force, what="ONNX output")
+    if not single:
+        check_writable(companion, force=force, what="ONNX external data file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    was_training = model.training
+    model.eval()
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        tmp_path = tmpdir / target.name
+        used, notes = _export_any(
+            model, inputs, tmp_path, opset, dynamic_batch, single, exporter, emit
+        )
+        emit({"stage": "verify", "message": f"comparing onnxruntime with PyTorch ({used})"})
+        max_diff = verify_onnx(tmp_path, model, batches, rtol=rtol, atol=atol)
+        files = _move_into_place(tmpdir, target, force=force)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        model.train(was_training)
+    return _result(target, files, used, max_diff, rtol, atol, len(batches), notes)
+
+
+def _validate(opset: int | None, exporter: str, rtol: float, atol: float) -> None:
+    if exporter not in EXPORTERS:
+        raise UsageError(
+            f"unknown exporter {exporter!r}", hint=f"choose one of {', '.join(EXPORTERS)}"
+        )
+    if opset is not None and (not isinstance(opset, int) or opset < 7):
+        raise UsageError(f"opset {opset!r} is not supported", hint="pass an opset >= 7, e.g. 17")
+    if exporter == "dynamo" and opset is not None and opset < DYNAMO_MIN_OPSET:
+        raise UsageError(
+            f"the dynamo exporter cannot write opset {opset}",
+            hint=f"use opset >= {DYNAMO_MIN_OPSET} or exporter='torchscript' (or 'auto')",
+        )
+    if rtol < 0 or atol < 0:
+        raise UsageError("tolerances must be >= 0", hint="pass rtol/atol such as 1e-3/1e-4")
+
+
+def _want_single_file(model: nn.Module, external_data: bool | None) -> bool:
+    if external_data:
+        return False
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    fits = weights < _SINGLE_FILE_LIMIT_BYTES
+    if external_data is False and not fits:
+        raise ExportError(
+            f"the model's weights ({weights / 2**30:.2f} GiB) do not fit in one ONNX file",
+            hint="allow external data (external_data=True or None)",
+        )
+    return fits
+
+
+def _check_batches(
+    inputs: tuple[torch.Tensor, ...], check_inputs: Inputs | None, dynamic_batch: bool
+) -> list[tuple[torch.Tensor, ...]]:
+    """Split real inputs into batches the exported model accepts."""
+    checks = inputs if check_inputs is None else as_input_tuple(check_inputs)
+    if len(checks) != len(inputs):
+        raise UsageError(
+            f"check_inputs has {len(checks)} tensors but the model takes {len(inputs)}",
+            hint="pass check inputs in the same form as example_inputs",
+        )
+    if dynamic_batch or all(c.shape == x.shape for c, x in zip(checks, inputs, strict=True)):
+        return [checks]
+    batch, total = inputs[0].shape[0], checks[0].shape[0]
+    same_rest = all(c.shape[1:] == x.shape[1:] for c, x in zip(checks, inputs, strict=True))
+    if not same_rest or total % batch or any(c.shape[0] != total for c in checks):
+        raise UsageError(
+            f"check inputs of shape {tuple(checks[0].shape)} do not fit the exported shape "
+            f"{tuple(inputs[0].shape)}",
+            hint="use the same shape except for a batch that is a multiple of the exported "
+            "batch, or export with dynamic_batch",
+        )
+    return [tuple(c[i : i + batch] for c in checks) for i in range(0, total, batch)]
+
+
+# --- running the exporters ---------------------------------------------------------------------
+
+
+def _export_any(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    tmp_path: Path,
+    opset: int | None,
+    dynamic_batch: bool,
+    single: bool,
+    exporter: str,
+    emit: Progress,
+) -> tuple[str, list[str]]:
+    """Export with the requested exporter, or dynamo then TorchScript for ``auto``."""
+    if exporter != "auto":
+        order = [exporter]
+    elif opset is not None and opset < DYNAMO_MIN_OPSET:
+        order = ["torchscript"]
+    else:
+        order = ["dynamo", "torchscript"]
+    notes: list[str] = []
+    if order == ["torchscript"] and exporter == "auto":
+        notes.append(f"opset {opset} < {DYNAMO_MIN_OPSET}: used the TorchScript exporter")
+    failure: Exception | None = None
+    for name in order:
+        _clear_dir(tmp_path.parent)
+        emit({"stage": "export", "message": f"exporting with the {name} exporter"})
+        try:
+            captured = _run_exporter(name, model, inputs, tmp_path, opset, dynamic_batch, single)
+            _normalise_layout(tmp_path, single)
+            _check_model(tmp_path, opset)
+        except Exception as exc:  # any exporter failure: try the next one or report it
+            failure = exc
+            if name != order[-1]:
+                notes.append(f"{name} exporter failed ({_first_line(exc)}); fell back")
+            continue
+        notes.extend(captured)
+        return name, notes
+    assert failure is not None
+    if isinstance(failure, ExportError):
+        raise failure
+    raise ExportError(
+        f"ONNX export with the {order[-1]} exporter failed: {_first_line(failure)}",
+        hint="set EDGEPRUNE_DEBUG=1 for the traceback; data-dependent control flow and "
+        "unsupported operators are the usual causes",
+    ) from failure
+
+
+def _run_exporter(
+    name: str,
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    tmp_path: Path,
+    opset: int | None,
+    dynamic_batch: bool,
+    single: bool,
+) -> list[str]:
+    input_names = _io_names("input", len(inputs))
+    kwargs: dict[str, Any] = {"input_names": input_names, "verbose": False}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    with _captured_output() as captured:
+        if name == "dynamo":
+            if dynamic_batch:
+                batch = torch.export.Dim("batch", min=1)
+                kwargs["dynamic_shapes"] = tuple({0: batch} for _ in inputs)
+            program = torch.onnx.export(model, inputs, None, dynamo=True, **kwargs)
+            if program is None:  # pragma: no cover - torch returns the program when f is None
+                raise ExportError("the dynamo exporter returned nothing")
+            program.save(str(tmp_path), external_data=not single)
+        else:
+            if dynamic_batch:
+                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in input_names}
+            torch.onnx.export(model, inputs, str(tmp_path), dynamo=False, **kwargs)
+    return captured
+
+
+def _io_names(prefix: str, count: int) -> list[str]:
+    return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
+
+
+@contextlib.contextmanager
+def _captured_output() -> Iterator[list[str]]:
+    """Keep the exporters quiet (library functions never print); yield their warnings as notes.
+
+    torch and onnxscript log to their own stderr handlers and print progress to stdout; both
+    are redirected for the duration. Not thread-safe (logging and stdio are process-wide).
+    """
+    notes: list[str] = []
+    handler = _ListHandler(notes)
+    saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
+    names = {n for n in logging.root.manager.loggerDict if n.split(".")[0] in _LOG_ROOTS}
+    for name in sorted(names | set(_LOG_ROOTS)):
+        logger = logging.getLogger(name)
+        if logger.handlers or name in _LOG_ROOTS:
+            saved.append((logger, list(logger.handlers), logger.propagate))
+            logger.handlers = [handler]
+            logger.propagate = False
+    sink = io.StringIO()
+    try:
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+        ):
+            warnings.simplefilter("always")
+            yield notes
+        for w in caught:
+            if issubclass(w.category, (DeprecationWarning, FutureWarning)):
+                continue
+            _add_note(notes, f"{w.category.__name__}: {w.message}")
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers = handlers
+            logger.propagate = propagate
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, notes: list[str]) -> None:
+        super().__init__(level=logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            _add_note(self.notes, record.getMessage())
+
+
+def _add_note(notes: list[str], text: str) -> None:
+    line = _first_line(text)
+    if line and line not in notes and len(notes) < 10:
+        notes.append(line)
+
+
+def _first_line(obj: object) -> str:
+    text = _ANSI.sub("", str(obj)).strip()
+    line = text.splitlines()[0] if text else type(obj).__name__
+    return line[:300]
+
+
+def _clear_dir(directory: Path) -> None:
+    for entry in directory.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+# --- layout, checking, moving ------------------------------------------------------------------
+
+
+def _normalise_layout(tmp_path: Path, single: bool) -> None:
+    """Rewrite the exported files as one file, or as ``<name>`` + ``<name>.data``."""
+    import onnx
+
+    files = sorted(p.name for p in tmp_path.parent.iterdir())
+    wanted = [tmp_path.name] if single else sorted([tmp_path.name, tmp_path.name + ".data"])
+    if files == wanted:
+        return
+    proto = onnx.load(str(tmp_path), load_external_data=True)
+    _clear_dir(tmp_path.parent)
+    if single:
+        onnx.save_model(proto, str(tmp_path), save_as_external_data=False)
+    else:
+        onnx.save_model(
+            proto,
+            str(tmp_path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=tmp_path.name + ".data",
+            size_threshold=0,
+        )
+
+
+def _check_model(tmp_path: Path, opset: int | None) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(tmp_path))
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(
+            f"the exported model fails onnx.checker: {_first_line(exc)}",
+            hint="try another exporter or opset (--opset)",
+        ) from exc
+    written = _read_opset(tmp_path)
+    if opset is not None and written != opset:
+        raise ExportError(
+            f"opset {opset} was requested but the exporter wrote opset {written}",
+            hint="use another opset or exporter",
+        )
+
+
+def _read_opset(path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _move_into_place(tmpdir: Path, target: Path, *, force: bool) -> list[Path]:
+    """Move the artifact's files beside ``target`` (the .onnx last) and drop stale companions."""
+    new = sorted((p for p in tmpdir.iterdir() if p.is_file()), key=lambda p: p.name == target.name)
+    destinations = [target.with_name(p.name) for p in new]
+    stale: list[Path] = []
+    if target.exists():
+        if not force:  # pragma: no cover - checked before exporting; a race would land here
+            raise OutputExistsError(f"ONNX output {str(target)!r} exists already")
+        with contextlib.suppress(Exception):
+            stale = [p for p in onnx_external_files(target) if p not in destinations]
+    for src, dst in zip(new, destinations, strict=True):
+        os.replace(src, dst)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return destinations[::-1]  # the .onnx first
+
+
+def _shape(value_info: Any) -> tuple[int | str, ...]:
+    dims = value_info.type.tensor_type.shape.dim
+    return tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in dims)
+
+
+def _result(
+    target: Path,
+    files: list[Path],
+    exporter: str,
+    max_diff: float,
+    rtol: float,
+    atol: float,
+    checked: int,
+    notes: list[str],
+) -> ExportResult:
+    import onnx
+    import onnxruntime
+
+    proto = onnx.load(str(target), load_external_data=False)
+    initializers = {i.name for i in proto.graph.initializer}
+    graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
+    return ExportResult(
+        path=str(target),
+        files=tuple(str(f) for f in files),
+        opset=_read_opset(target),
+        exporter=exporter,
+        max_abs_diff=max_diff,
+        rtol=rtol,
+        atol=atol,
+        size_bytes=size_on_disk(target),
+        input_names=tuple(i.name for i in graph_inputs),
+        output_names=tuple(o.name for o in proto.graph.output),
+        input_shapes=tuple(_shape(i) for i in graph_inputs),
+        output_shapes=tuple(_shape(o) for o in proto.graph.output),
+        onnxruntime_version=onnxruntime.__version__,
+        torch_version=torch.__version__,
+        checked_batches=checked,
+        notes=tuple(notes),
+    )
+
+
+# --- running and comparing ---------------------------------------------------------------------
+
+
+def load_onnx_session(path: str | os.PathLike[str], threads: int = 1) -> Any:
+    """An onnxruntime CPU session with fixed thread counts (external data is found by path)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise ExportError(
+            f"onnxruntime cannot load {str(path)!r}: {_first_line(exc)}",
+            hint="re-export the model; check that its .data file sits beside it",
+        ) from exc
+
+
+def verify_onnx(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    check_inputs: Inputs | Sequence[Inputs],
+    *,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+) -> float:
+    """Run ``path`` in onnxruntime and ``model`` in PyTorch on the same inputs.
+
+    ``check_inputs`` is one set of inputs (a tensor or a tuple of tensors) or a list of such
+    sets. Returns the largest absolute difference over every output; raises
+    :class:`ParityError` when any element differs by more than ``atol + rtol·|pytorch|``.
+    """
+    import numpy as np
+
+    sets = check_inputs if isinstance(check_inputs, list) else [check_inputs]
+    session = load_onnx_session(path)
+    names = [i.name for i in session.get_inputs()]
+    max_diff, worst_excess = 0.0, 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        for item in sets:
+            tensors = as_input_tuple(item)
+            with torch.no_grad():
+                reference = _flatten(model(*tensors))
+            feed = {n: t.detach().cpu().numpy() for n, t in zip(names, tensors, strict=False)}
+            outputs = session.run(None, feed)
+            if len(outputs) != len(reference):
+                raise ParityError(
+                    f"the ONNX model returns {len(outputs)} outputs, PyTorch {len(reference)}",
+                    hint="re-export the model",
+                )
+            for got, want in zip(outputs, reference, strict=True):
+                want_np = want.detach().cpu().numpy()
+                if got.shape != want_np.shape:
+                    raise ParityError(
+                        f"ONNX output shape {got.shape} differs from PyTorch {want_np.shape}",
+                        hint="re-export the model with the shapes you run it with",
+                    )
+                diff = np.abs(got.astype(np.float64) - want_np.astype(np.float64))
+                if diff.size:
+                    max_diff = max(max_diff, float(diff.max()))
+                    excess = diff - (atol + rtol * np.abs(want_np.astype(np.float64)))
+                    worst_excess = max(worst_excess, float(np.nan_to_num(excess, nan=1.0).max()))
+                if not np.isfinite(diff).all():
+                    max_diff = float("inf")
+    finally:
+        model.train(was_training)
+    if worst_excess > 0:
+        raise ParityError(
+            f"onnxruntime output differs from PyTorch by up to {max_diff:.3g} "
+            f"(tolerance atol={atol:g} + rtol={rtol:g}·|output|)",
+            hint="check the model for export-time-only behaviour, or loosen --atol/--rtol "
+            "if the difference is numerical noise",
+        )
+    return max_diff
+
+
+def _flatten(output: Any) -> list[torch.Tensor]:
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+
+
+# --- TFLite ------------------------------------------------------------------------------------
+
+
+def export_tflite(
+    model: nn.Module,
+    example_inputs: Inputs,
+    path: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """TFLite export through ``litert-torch`` (an optional extra). Not implemented yet."""
+    try:
+        import litert_torch  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(
+            "TFLite export needs the optional extra: pip install 'edgeprune[tflite]'",
+            hint="or export ONNX with --format onnx",
+        ) from exc
+    raise ExportError(  # pragma: no cover - the extra is not installed in this environment
+        "TFLite export through litert-torch is not implemented in this edgeprune version",
+        hint="export ONNX with --format onnx",
+    )
