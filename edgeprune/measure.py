@@ -1,0 +1,649 @@
+"""Measure an artifact on a target: local subprocess or SSH, same runner, same result.
+
+``measure(artifact, target, settings)`` is the API ``fit`` and ``gate`` call. Each attempt is a
+fresh process running :mod:`edgeprune.runner`; an attempt whose coefficient of variation is above
+``settings.cv_threshold`` is repeated (up to ``max_repeats``) and the steadiest attempt kept; if
+even that one is noisy the result says so (``noisy=True``).
+
+Device lock: remote targets take a lock *on the device* — an atomic SFTP ``mkdir`` of
+``<work_dir>/lock`` with an owner file and a heartbeat — because the contended resource is the
+device, and several machines (a laptop and CI runners) may share one bench device; a local file
+lock would not see the other machines. A lock whose heartbeat is older than the command timeout
+plus two minutes is treated as left behind by a crashed client and broken. The local target uses
+an ``fcntl`` lock under the cache dir (released by the kernel if we die).
+
+Caches: artifacts are cached on the device by content hash (``<work_dir>/artifacts/<hash>``,
+the eight most recently used kept); results are cached here by artifact hash + settings + device
+(``$EDGEPRUNE_CACHE_DIR`` or ``~/.cache/edgeprune/results``). Noisy results are not cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune import config
+from edgeprune._io import atomic_write_json
+from edgeprune.errors import (
+    DeviceOutOfMemoryError,
+    MeasurementError,
+    NotFoundError,
+    RuntimeMissingError,
+    TargetError,
+    UsageError,
+)
+from edgeprune.targets import Target
+
+__all__ = ["ARTIFACT_SUFFIXES", "MeasureResult", "MeasureSettings", "artifact_files",
+           "cache_dir", "measure", "probe"]
+
+Progress = Callable[[dict[str, Any]], None]
+RunAttempt = Callable[["MeasureSettings"], dict[str, Any]]
+ARTIFACT_SUFFIXES = (".onnx", ".tflite")
+RUNNER_PATH = Path(__file__).resolve().parent / "runner.py"
+MARKER = "EDGEPRUNE-RESULT "
+KEEP_ARTIFACTS = 8
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How to measure. ``None`` threads / default shape come from the target's profile."""
+
+    runs: int = 50
+    warmup: int = 10
+    threads: int | None = None
+    per_op: bool = False
+    runtime: str = "auto"  # auto (by suffix), onnxruntime or tflite
+    providers: tuple[str, ...] = ()  # onnxruntime providers; () = CPUExecutionProvider
+    input_shapes: tuple[str, ...] = ()  # "NAME=1x3x224x224" or "1x3x224x224" for every input
+    default_shape: tuple[int, ...] | None = None  # fills dynamic dims of same-rank inputs
+    max_seconds: float = 60.0  # cap on the timed runs of one attempt (at least 10 runs kept)
+    cv_threshold: float = 0.10
+    max_repeats: int = 2
+    seed: int = 0
+    use_cache: bool = True
+    timeout_s: float | None = None  # per attempt; None = the target's command timeout
+
+    def __post_init__(self) -> None:
+        if self.runs < 1:
+            raise UsageError(f"runs must be at least 1, got {self.runs}", hint="e.g. --runs 50")
+        if self.warmup < 0:
+            raise UsageError(f"warmup must be 0 or more, got {self.warmup}",
+                             hint="e.g. --warmup 10")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads must be at least 1, got {self.threads}",
+                             hint="omit --threads for the runtime's default")
+        if self.max_repeats < 0:
+            raise UsageError("max_repeats must be 0 or more", hint="e.g. 2")
+
+    def runner_args(self) -> list[str]:
+        args = ["--runs", str(self.runs), "--warmup", str(self.warmup),
+                "--max-seconds", str(self.max_seconds), "--seed", str(self.seed),
+                "--runtime", self.runtime]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        if self.providers:
+            args += ["--providers", ",".join(self.providers)]
+        for shape in self.input_shapes:
+            args += ["--input-shape", shape]
+        if self.default_shape:
+            args += ["--default-shape", "x".join(str(d) for d in self.default_shape)]
+        if self.per_op:
+            args.append("--per-op")
+        return args
+
+    def cache_key(self) -> dict[str, Any]:
+        data = config.to_dict(self)
+        for volatile in ("use_cache", "timeout_s"):
+            data.pop(volatile)
+        return data
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    """One measurement. Latencies in ms over the timed runs of the kept attempt."""
+
+    artifact: str
+    artifact_sha256: str
+    artifact_size_bytes: int
+    target: str
+    where: str
+    host: str | None
+    runtime: str
+    runtime_version: str | None
+    providers: tuple[str, ...]
+    threads: int | None
+    inputs: dict[str, Any]
+    warmup: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    cv: float
+    noisy: bool
+    cv_threshold: float
+    attempts: int
+    attempt_p50_ms: tuple[float, ...]
+    peak_rss_mb: float | None
+    session_create_ms: float
+    first_run_ms: float
+    device: dict[str, Any]
+    per_op: dict[str, Any] | None = None
+    cached: bool = False
+    measured_at: str = ""
+    wall_s: float = 0.0
+    timings_s: dict[str, float] = field(default_factory=dict)
+    runner: dict[str, Any] = field(default_factory=dict)
+
+    def latency_ms(self, percentile: int = 90) -> float:
+        """The latency budgets are judged on (p50, p90, p95 or p99)."""
+        if percentile not in (50, 90, 95, 99):
+            raise UsageError(f"no p{percentile} in measurements", hint="use 50, 90, 95 or 99")
+        return float(getattr(self, f"p{percentile}_ms"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return config.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasureResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for key in ("providers", "attempt_p50_ms"):
+            kwargs[key] = tuple(kwargs.get(key) or ())
+        return cls(**kwargs)
+
+
+# --- artifacts ---------------------------------------------------------------------------------
+
+
+def _artifact_for(model_arg: str | os.PathLike[str], **_: Any) -> Path:
+    """Resolve the MODEL argument to an artifact file the runner can load.
+
+    The hook where exporting on the fly will plug in (a model spec or a pruned run directory ->
+    ``edgeprune.export.export_onnx(...)``). Today only ready artifacts are accepted.
+    """
+    path = Path(model_arg).expanduser()
+    if path.suffix.lower() in ARTIFACT_SUFFIXES:
+        if not path.is_file():
+            raise NotFoundError(f"artifact {str(path)!r} does not exist", hint="check the path")
+        return path
+    raise UsageError(f"{str(model_arg)!r} is not an .onnx or .tflite file",
+                     hint="export the model first (edgeprune export --format onnx ...) and "
+                     "measure the exported file")
+
+
+def artifact_files(path: Path) -> list[Path]:
+    """The artifact plus the external-data files an ONNX model declares (same directory)."""
+    files = [path]
+    if path.suffix.lower() != ".onnx":
+        return files
+    names: list[str] = []
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        tensors = list(model.graph.initializer)
+        tensors += [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+        for tensor in tensors:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                for entry in tensor.external_data:
+                    if entry.key == "location" and entry.value not in names:
+                        names.append(entry.value)
+    except ImportError:
+        sibling = path.with_name(path.name + ".data")
+        names = [sibling.name] if sibling.is_file() else []
+    except Exception as exc:
+        raise MeasurementError(f"cannot read ONNX model {path.name}: {exc}".splitlines()[0],
+                               hint="check the file is a complete .onnx export") from None
+    for name in names:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise MeasurementError(f"{path.name} declares external data outside its folder: {name}",
+                                   hint="re-export with weights beside the model")
+        data = path.parent / name
+        if not data.is_file():
+            raise NotFoundError(f"{path.name} needs its external data file {name!r}, not found "
+                                f"beside it", hint="copy the .data file next to the .onnx file")
+        files.append(data)
+    return files
+
+
+def _digest(files: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode("utf-8") + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("EDGEPRUNE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "edgeprune"
+
+
+def _runner_sha() -> str:
+    return hashlib.sha256(RUNNER_PATH.read_bytes()).hexdigest()
+
+
+# --- the API -----------------------------------------------------------------------------------
+
+
+def measure(
+    artifact: str | os.PathLike[str],
+    target: Target,
+    settings: MeasureSettings | None = None,
+    *,
+    profile: Any = None,
+    progress: Progress | None = None,
+) -> MeasureResult:
+    """Measure ``artifact`` (.onnx/.tflite) on ``target``; see the module docstring."""
+    started = time.monotonic()
+    settings = _with_profile_defaults(settings or MeasureSettings(), target, profile)
+    path = _artifact_for(artifact)
+    files = artifact_files(path)
+    digest = _digest(files)
+    size = sum(f.stat().st_size for f in files)
+    emit = progress or (lambda event: None)
+    key = _cache_key(digest, settings, target)
+    cache_file = cache_dir() / "results" / f"{key}.json"
+    if settings.use_cache and cache_file.is_file():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            cached = MeasureResult.from_dict(json.loads(cache_file.read_text()))
+            emit({"stage": "cache", "message": f"cached result for {path.name} on {target.name}"})
+            return dataclasses.replace(cached, cached=True, artifact=str(path),
+                                       wall_s=time.monotonic() - started)
+
+    device = _LocalDevice(target, emit) if target.is_local else _RemoteDevice(target, emit)
+    attempts: list[dict[str, Any]] = []
+    with device.session(files, digest) as run_attempt:
+        for attempt in range(1, settings.max_repeats + 2):
+            emit({"stage": "run", "attempt": attempt,
+                  "message": f"measuring {path.name} on {target.where}: {settings.warmup} warm-up "
+                  f"+ {settings.runs} runs" + (f" (attempt {attempt})" if attempt > 1 else "")})
+            attempts.append(run_attempt(settings))
+            cv = attempts[-1]["cv"]
+            if cv <= settings.cv_threshold:
+                break
+            if attempt <= settings.max_repeats:
+                emit({"stage": "repeat", "message": f"noisy (CV {cv:.1%} > "
+                      f"{settings.cv_threshold:.0%}); repeating in a fresh process"})
+    best = min(attempts, key=lambda a: a["cv"])
+    result = _result(best, attempts, path, digest, size, target, settings, device.timings,
+                     time.monotonic() - started)
+    if settings.use_cache and not result.noisy:
+        with contextlib.suppress(OSError):
+            atomic_write_json(cache_file, result.to_dict())
+    return result
+
+
+def probe(target: Target, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Device facts and runtimes present (with versions) — what ``targets check`` reports."""
+    emit = progress or (lambda event: None)
+    device = _LocalDevice(target, emit) if target.is_local else _RemoteDevice(target, emit)
+    with device.session([], "") as _run:
+        doc = device.probe()
+    doc["where"] = target.where
+    doc["timings_s"] = device.timings
+    return doc
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _with_profile_defaults(
+    settings: MeasureSettings, target: Target, profile: Any
+) -> MeasureSettings:
+    if profile is None and target.profile:
+        from edgeprune.profiles import load_profile
+
+        try:
+            profile = load_profile(target.profile)
+        except NotFoundError:
+            profile = None
+    if profile is None:
+        return settings
+    changes: dict[str, Any] = {}
+    if settings.threads is None and profile.threads:
+        changes["threads"] = profile.threads
+    if settings.default_shape is None and profile.input_shape:
+        changes["default_shape"] = tuple(profile.input_shape)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _cache_key(digest: str, settings: MeasureSettings, target: Target) -> str:
+    ident = {"artifact": digest, "settings": settings.cache_key(), "runner": _runner_sha(),
+             "target": target.name, "python": target.python or "",
+             "env": dict(target.env),
+             "ssh": None if target.ssh is None else
+             [target.ssh.host, target.ssh.port, target.ssh.login]}
+    if target.is_local:
+        ident["python"] = target.python or sys.executable
+    blob = json.dumps(ident, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _result(best: dict[str, Any], attempts: list[dict[str, Any]], path: Path, digest: str,
+            size: int, target: Target, settings: MeasureSettings, timings: dict[str, float],
+            wall_s: float) -> MeasureResult:
+    stats = {k: float(best[k]) for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
+                                         "std_ms", "min_ms", "max_ms", "cv")}
+    extras = {k: best.get(k) for k in ("import_ms", "rss_start_mb", "rss_before_load_mb",
+                                       "rss_end_mb", "peak_rss_source", "cpu_freq_end_mhz",
+                                       "temperature_end_c", "capped", "runs_requested",
+                                       "numpy_version", "runner_version")}
+    return MeasureResult(
+        artifact=str(path), artifact_sha256=digest, artifact_size_bytes=size,
+        target=target.name, where=target.where,
+        host=None if target.ssh is None else target.ssh.host,
+        runtime=best["runtime"], runtime_version=best.get("runtime_version"),
+        providers=tuple(best.get("providers") or ()), threads=best.get("threads"),
+        inputs=best.get("inputs") or {}, warmup=int(best["warmup"]), runs=int(best["runs"]),
+        **stats, noisy=stats["cv"] > settings.cv_threshold, cv_threshold=settings.cv_threshold,
+        attempts=len(attempts), attempt_p50_ms=tuple(float(a["p50_ms"]) for a in attempts),
+        peak_rss_mb=best.get("peak_rss_mb"), session_create_ms=float(best["session_create_ms"]),
+        first_run_ms=float(best["first_run_ms"]), device=best.get("device") or {},
+        per_op=best.get("per_op"), cached=False,
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        wall_s=wall_s, timings_s=dict(timings), runner=extras)
+
+
+def parse_runner_output(stdout: str, stderr: str, status: int, *, where: str,
+                        python: str) -> dict[str, Any]:
+    """The runner's JSON document, or the one-line error that explains why there is none."""
+    doc = None
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(MARKER):
+            try:
+                doc = json.loads(line[len(MARKER):])
+            except ValueError:
+                doc = None
+            break
+    last_err = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "")
+    if doc is None:
+        if status == 127 or ("No such file or directory" in last_err and status in (126, 127)):
+            raise RuntimeMissingError(
+                f"Python interpreter {python!r} not found on {where}",
+                hint="install python3 on the device or set `python = ...` in the target "
+                "(e.g. a venv's bin/python)")
+        if status == 126:
+            raise RuntimeMissingError(f"{python!r} on {where} is not executable ({last_err})",
+                                      hint="fix `python = ...` in the target")
+        if status < 0 or status in (137, 134) or (status != 0 and not stdout.strip()
+                                                  and not last_err):
+            how = "was killed" if status in (-1, 137) or status < 0 else f"exited with {status}"
+            raise DeviceOutOfMemoryError(
+                f"the runner on {where} {how} with no output — probably out of memory",
+                hint="measure a smaller model or input, free memory on the device, or check "
+                "`dmesg` there for the OOM killer")
+        if "SyntaxError" in stderr:
+            raise RuntimeMissingError(f"{python!r} on {where} is too old for the runner "
+                                      f"({last_err})", hint="the device needs Python 3.6 or newer")
+        raise MeasurementError(f"the runner on {where} failed (exit status {status}): "
+                               f"{last_err or 'no output'}",
+                               hint="run with EDGEPRUNE_DEBUG=1 for details")
+    error = doc.get("error")
+    if not error:
+        return doc
+    kind, message, package = error.get("kind"), error.get("message", ""), error.get("package")
+    if kind == "runtime_missing":
+        raise RuntimeMissingError(f"{package or 'a runtime'} missing on {where}: {message}",
+                                  hint=f"install it on the device: {python} -m pip install "
+                                  f"{package or 'onnxruntime'}")
+    if kind == "out_of_memory":
+        raise DeviceOutOfMemoryError(f"out of memory on {where}: {message}",
+                                     hint="measure a smaller model or input, or free memory")
+    if kind == "load_failed":
+        raise MeasurementError(f"the runtime on {where} cannot load the artifact: {message}",
+                               hint="check the opset/operators are supported by the device's "
+                               "runtime version, or re-export the model")
+    if kind == "bad_args":
+        raise UsageError(f"runner rejected the settings: {message}", hint="fix the flag named")
+    raise MeasurementError(f"measuring on {where} failed: {message}",
+                           hint="run with EDGEPRUNE_DEBUG=1 for details")
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+
+class _LocalDevice:
+    """The machine edgeprune runs on: the runner in a subprocess with the current Python."""
+
+    def __init__(self, target: Target, emit: Progress) -> None:
+        self.target = target
+        self.emit = emit
+        self.python = target.python or sys.executable
+        self.timings: dict[str, float] = {}
+        self.tmp: str | None = None
+
+    @contextlib.contextmanager
+    def session(self, files: Sequence[Path], digest: str) -> Iterator[RunAttempt]:
+        with _local_lock(self.target, self.emit), tempfile.TemporaryDirectory(
+                prefix="edgeprune-run-") as tmp:
+            self.tmp = tmp
+            model = str(files[0].resolve()) if files else ""
+            yield lambda settings: self._run(["--model", model, *settings.runner_args()],
+                                             settings.timeout_s or 600.0)
+
+    def probe(self) -> dict[str, Any]:
+        return self._run(["--probe"], 120.0)
+
+    def _run(self, args: list[str], timeout_s: float) -> dict[str, Any]:
+        env = dict(os.environ)
+        env.update(self.target.env)
+        env["TMPDIR"] = self.tmp or tempfile.gettempdir()
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run([self.python, str(RUNNER_PATH), *args], cwd=self.tmp, env=env,
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except FileNotFoundError:
+            raise RuntimeMissingError(f"Python interpreter {self.python!r} not found",
+                                      hint="fix `python = ...` in the target") from None
+        except subprocess.TimeoutExpired:
+            raise TargetError(f"the runner did not finish within {timeout_s:g} s",
+                              hint="lower --runs or raise the timeout") from None
+        self.timings["run"] = self.timings.get("run", 0.0) + time.monotonic() - t0
+        return parse_runner_output(proc.stdout, proc.stderr, proc.returncode,
+                                   where=self.target.where, python=self.python)
+
+
+@contextlib.contextmanager
+def _local_lock(target: Target, emit: Progress) -> Iterator[None]:
+    import fcntl
+
+    lock_dir = cache_dir() / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(target.name.encode()).hexdigest()[:16]
+    with open(lock_dir / f"{name}.lock", "w") as fh:
+        deadline = time.monotonic() + target.lock_timeout_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TargetError(f"{target.name} is busy with another measurement",
+                                      hint="wait for it to finish and retry") from None
+                if not told:
+                    emit({"stage": "lock", "message": f"waiting for another measurement on "
+                          f"{target.name} to finish"})
+                    told = True
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class _RemoteDevice:
+    """A device over SSH: lock, upload (cached by hash), run in a per-run temp dir, clean up."""
+
+    def __init__(self, target: Target, emit: Progress) -> None:
+        from edgeprune.transport import Connection
+
+        assert target.ssh is not None
+        self.target = target
+        self.emit = emit
+        self.conn = Connection(target.ssh, progress=emit)
+        self.python = target.remote_python()
+        self.timings: dict[str, float] = {}
+        self.run_dir = ""
+        self.work = ""
+
+    @contextlib.contextmanager
+    def session(self, files: Sequence[Path], digest: str) -> Iterator[RunAttempt]:
+        t0 = time.monotonic()
+        self.emit({"stage": "connect", "message": f"connecting to {self.target.where}"})
+        try:
+            self.conn.open()
+            if self.conn.accepted_host_key:
+                self.emit({"stage": "hostkey", "message": f"recorded new host key "
+                           f"{self.conn.accepted_host_key} for {self.conn.label} in "
+                           f"{self.target.ssh.known_hosts if self.target.ssh else ''}"})
+            self.work = self.conn.resolve(self.target.work_dir)
+            self.conn.makedirs(self.work + "/runs")
+            self.timings["connect"] = time.monotonic() - t0
+            with self._device_lock():
+                self.run_dir = f"{self.work}/runs/{uuid.uuid4().hex}"
+                self.conn.makedirs(self.run_dir)
+                try:
+                    self.runner = self._ensure_runner()
+                    model = self._ensure_artifact(files, digest) if files else ""
+                    yield lambda settings: self._run(
+                        ["--model", model, *settings.runner_args()], settings.timeout_s)
+                finally:
+                    self._cleanup()
+        finally:
+            self.conn.close()
+
+    def probe(self) -> dict[str, Any]:
+        return self._run(["--probe"], 120.0)
+
+    def _run(self, args: list[str], timeout_s: float | None) -> dict[str, Any]:
+        env = dict(self.target.env)
+        env["TMPDIR"] = self.run_dir
+        t0 = time.monotonic()
+        result = self.conn.run([self.python, self.runner, *args], cwd=self.run_dir, env=env,
+                               timeout_s=timeout_s)
+        self.timings["run"] = self.timings.get("run", 0.0) + time.monotonic() - t0
+        self._heartbeat()
+        return parse_runner_output(result.stdout, result.stderr, result.exit_status,
+                                   where=self.target.where, python=self.python)
+
+    def _ensure_runner(self) -> str:
+        remote = f"{self.work}/runner-{_runner_sha()[:12]}.py"
+        if not self.conn.exists(remote):
+            tmp = f"{self.run_dir}/runner.py"
+            self.conn.upload(RUNNER_PATH, tmp)
+            self.conn.rename(tmp, remote)
+        return remote
+
+    def _ensure_artifact(self, files: Sequence[Path], digest: str) -> str:
+        cache = f"{self.work}/artifacts"
+        entry = f"{cache}/{digest[:24]}"
+        model = f"{entry}/{files[0].name}"
+        if self.conn.exists(f"{entry}/.complete"):
+            self.emit({"stage": "upload", "message": f"{files[0].name} already on the device"})
+            self.conn.touch(entry)
+            return model
+        t0 = time.monotonic()
+        self.conn.makedirs(cache)
+        staging = f"{self.run_dir}/artifact"
+        self.conn.makedirs(staging)
+        for f in files:
+            self.conn.upload(f, f"{staging}/{f.name}", progress=self.emit)
+        self.conn.write_text(f"{staging}/.complete", digest + "\n")
+        if self.conn.exists(entry):
+            self.conn.remove_tree(entry)  # an incomplete upload from an interrupted run
+        self.conn.rename(staging, entry)
+        self.timings["upload"] = time.monotonic() - t0
+        self._evict(cache, keep=KEEP_ARTIFACTS)
+        return model
+
+    def _evict(self, cache: str, keep: int) -> None:
+        entries = sorted((e for e in self.conn.listdir(cache) if e[2]), key=lambda e: -e[1])
+        for name, _mtime, _is_dir in entries[keep:]:
+            with contextlib.suppress(TargetError):
+                self.conn.remove_tree(f"{cache}/{name}")
+
+    def _cleanup(self) -> None:
+        if not self.run_dir:
+            return
+        try:
+            self.conn.remove_tree(self.run_dir)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+                self.conn.remove_tree(self.run_dir)
+
+    # the device lock --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _device_lock(self) -> Iterator[None]:
+        lock = f"{self.work}/lock"
+        assert self.target.ssh is not None
+        stale_after = self.target.ssh.command_timeout_s + 120
+        deadline = time.monotonic() + self.target.lock_timeout_s
+        told = False
+        while not self.conn.mkdir_exclusive(lock):
+            age = time.time() - (self.conn.mtime(lock) or time.time())
+            owner = (self.conn.read_text(f"{lock}/owner") or "unknown").strip()
+            if age > stale_after:
+                self.emit({"stage": "lock", "message": f"breaking a stale device lock ({owner}, "
+                           f"no heartbeat for {age:.0f} s)"})
+                self.conn.remove_tree(lock)
+                continue
+            if time.monotonic() > deadline:
+                raise TargetError(f"{self.target.where} is busy: locked by {owner}",
+                                  hint=f"wait and retry; if nothing is running, remove {lock} "
+                                  "on the device")
+            if not told:
+                self.emit({"stage": "lock", "message": f"waiting for the device lock held by "
+                           f"{owner}"})
+                told = True
+            time.sleep(1.0)
+        self.lock = lock
+        try:
+            import getpass
+            import socket
+
+            self.conn.write_text(f"{lock}/owner", f"{getpass.getuser()}@{socket.gethostname()} "
+                                 f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                self.conn.remove_tree(lock)
+
+    def _heartbeat(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.touch(self.lock)
+
+
+def clear_cache() -> int:
+    """Remove every cached result; returns how many were removed."""
+    results = cache_dir() / "results"
+    count = len(list(results.glob("*.json"))) if results.is_dir() else 0
+    shutil.rmtree(results, ignore_errors=True)
+    return count

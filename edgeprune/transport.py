@@ -1,0 +1,531 @@
+"""SSH transport to devices — the only module that imports paramiko.
+
+One :class:`Connection` per device: it connects lazily, checks the host key against the target's
+known-hosts file (unknown keys refused unless the target's policy is ``accept-new``; a changed key
+is always refused, fingerprint shown), authenticates by key file or agent only, runs commands
+with every argument quoted, uploads over SFTP, and reconnects when the link drops. Every paramiko
+or socket failure leaves here as one of the :mod:`edgeprune.errors` classes with a one-line fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import posixpath
+import shlex
+import socket
+import stat
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from edgeprune.errors import (
+    AuthenticationError,
+    DeviceDiskFullError,
+    HostKeyError,
+    HostUnreachableError,
+    NotFoundError,
+    TargetError,
+)
+from edgeprune.targets import SSHSettings
+
+__all__ = ["CommandResult", "Connection", "fingerprint", "quote_command"]
+
+Progress = Callable[[dict[str, Any]], None]
+PID_MARKER = "EDGEPRUNE-PID "
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a remote command did. ``exit_status`` is -1 when the process died from a signal
+    (OpenSSH then sends no exit status) — over SSH that is usually the OOM killer."""
+
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    signal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def quote_command(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style ``SHA256:...`` fingerprint."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Unknown host key: refuse (strict) or record it in the known-hosts file (accept-new)."""
+
+    def __init__(self, settings: SSHSettings, known_hosts: Path) -> None:
+        self.settings = settings
+        self.known_hosts = known_hosts
+        self.accepted: str | None = None
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        fp = fingerprint(key)
+        if self.settings.host_key_policy != "accept-new":
+            port = self.settings.port
+            port_flag = f"-p {port} " if port != 22 else ""
+            scan = f"ssh-keyscan {port_flag}{self.settings.host}"
+            raise HostKeyError(
+                f"host key of {hostname} is unknown ({key.get_name()} {fp}); refusing to connect",
+                hint=f"verify the fingerprint, then add it: {scan} >> {self.known_hosts} "
+                "(or pass --accept-new-host-key to record it once)",
+            )
+        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.accepted = fp
+
+
+class Connection:
+    """A lazily opened SSH connection (plus SFTP) to one device; use it as a context manager."""
+
+    def __init__(self, settings: SSHSettings, *, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.progress = progress
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._home: str | None = None
+        self.accepted_host_key: str | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> Connection:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def label(self) -> str:
+        s = self.settings
+        return f"{s.login}@{s.host}:{s.port}"
+
+    def open(self) -> None:
+        """Connect, retrying timeouts and resets; refusals, auth and host keys fail at once."""
+        if self._alive():
+            return
+        self.close()
+        attempts = self.settings.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._client = self._connect()
+                return
+            except _Transient as exc:
+                if attempt == attempts:
+                    raise HostUnreachableError(
+                        f"cannot reach {self.label}: {exc.reason}",
+                        hint="check the device is on, the host/port in the target, and the "
+                        "network; raise connect_timeout_s for slow links",
+                    ) from None
+                self._emit("reconnect", f"connecting to {self.label} failed ({exc.reason}); "
+                           f"retrying ({attempt}/{attempts - 1})")
+                time.sleep(min(2.0 * attempt, 5.0))
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._sftp = None
+        self._client = None
+
+    def _alive(self) -> bool:
+        if self._client is None:
+            return False
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _connect(self) -> paramiko.SSHClient:
+        s = self.settings
+        known_hosts = Path(s.known_hosts).expanduser()
+        client = paramiko.SSHClient()
+        if known_hosts.is_file():
+            try:
+                client.load_host_keys(str(known_hosts))
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostKeyError(f"cannot read known-hosts file {known_hosts}: {exc}",
+                                   hint="fix or remove the broken line") from None
+        policy = _HostKeyPolicy(s, known_hosts)
+        client.set_missing_host_key_policy(policy)
+        key_file = None
+        if s.identity_file:
+            key_file = str(Path(s.identity_file).expanduser())
+            if not Path(key_file).is_file():
+                raise NotFoundError(f"identity file {key_file!r} does not exist",
+                                    hint="fix identity_file / --identity-file, or drop it to use "
+                                    "the SSH agent")
+        timeout = s.connect_timeout_s
+        try:
+            client.connect(
+                s.host, port=s.port, username=s.login, key_filename=key_file,
+                allow_agent=s.use_agent, look_for_keys=key_file is None, password=None,
+                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"host key of {self.label} has CHANGED: got {exc.key.get_name()} "
+                f"{fingerprint(exc.key)}, expected {fingerprint(exc.expected_key)} — possibly a "
+                "man-in-the-middle attack, or the device was reinstalled",
+                hint=f"if the change is expected, remove the old key: ssh-keygen -R "
+                f"{_kh_name(s)} -f {known_hosts}",
+            ) from None
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise AuthenticationError(
+                f"identity file {key_file} is encrypted and edgeprune never asks for passphrases",
+                hint=f"load it into ssh-agent (ssh-add {key_file}) and drop identity_file",
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            how = f"key {key_file}" if key_file else "the SSH agent and ~/.ssh/id_* keys"
+            raise AuthenticationError(
+                f"{self.label} refused authentication with {how}",
+                hint=f"install your public key on the device (ssh-copy-id -p {s.port} "
+                f"{s.login}@{s.host}) or set identity_file / --identity-file",
+            ) from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            client.close()
+            raise HostUnreachableError(
+                f"cannot reach {self.label}: connection refused ({_first_error(exc)})",
+                hint="is sshd running on the device and the port right?",
+            ) from None
+        except socket.gaierror as exc:
+            client.close()
+            raise HostUnreachableError(f"cannot resolve host {s.host!r}: {exc.strerror}",
+                                       hint="check the host name in the target") from None
+        except TimeoutError as exc:
+            client.close()
+            raise _Transient(f"timed out after {timeout:g} s ({exc or 'no answer'})") from None
+        except (paramiko.SSHException, EOFError, ConnectionError, OSError) as exc:
+            client.close()
+            raise _Transient(str(exc) or type(exc).__name__) from None
+        self.accepted_host_key = policy.accepted
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        return client
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        retry: bool = True,
+    ) -> CommandResult:
+        """Run ``argv`` (each argument quoted) in ``cwd`` with ``env`` on the device.
+
+        A dropped link is reconnected and the command re-run (``retry``); a timeout or Ctrl-C
+        kills the remote process (its PID is reported on stderr first) before raising.
+        """
+        command = self._wrap(argv, cwd, env)
+        attempts = (self.settings.retries + 1) if retry else 1
+        for attempt in range(1, attempts + 1):
+            self.open()
+            try:
+                return self._exec(command, timeout_s or self.settings.command_timeout_s)
+            except _Dropped as exc:
+                self.close()
+                if attempt == attempts:
+                    raise TargetError(f"lost the connection to {self.label}: {exc.reason}",
+                                      hint="check the device and network, then retry") from None
+                self._emit("reconnect", f"link to {self.label} dropped ({exc.reason}); "
+                           f"reconnecting ({attempt}/{attempts - 1})")
+        raise AssertionError("unreachable")
+
+    def run_shell(self, script: str, *, timeout_s: float | None = None) -> CommandResult:
+        """Run a fixed shell snippet (callers quote any values they put in it)."""
+        self.open()
+        try:
+            return self._exec(script, timeout_s or self.settings.command_timeout_s)
+        except _Dropped as exc:
+            self.close()
+            raise TargetError(f"lost the connection to {self.label}: {exc.reason}",
+                              hint="check the device and network, then retry") from None
+
+    @staticmethod
+    def _wrap(argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None) -> str:
+        parts = []
+        if cwd:
+            parts.append(f"cd {shlex.quote(cwd)} &&")
+        parts.append(f"echo '{PID_MARKER}'$$ >&2 && exec")
+        if env:
+            parts.append("env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()))
+        parts.append(quote_command(argv))
+        return " ".join(parts)
+
+    def _exec(self, command: str, timeout_s: float) -> CommandResult:
+        assert self._client is not None
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise _Dropped("transport closed")
+        try:
+            chan = transport.open_session(timeout=self.settings.connect_timeout_s)
+            chan.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _Dropped(str(exc) or type(exc).__name__) from None
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout_s
+        pid: str | None = None
+        try:
+            while True:
+                busy = False
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                    busy = True
+                if chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    busy = True
+                if pid is None and b"\n" in err:
+                    pid = _parse_pid(err)
+                drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+                if chan.exit_status_ready() and drained:
+                    break
+                if chan.closed and not busy:
+                    break
+                if not transport.is_active():
+                    raise _Dropped("connection closed during the command")
+                if time.monotonic() > deadline:
+                    self._kill(pid)
+                    raise TargetError(
+                        f"command on {self.label} did not finish within {timeout_s:g} s",
+                        hint="raise command_timeout_s in the target or lower --runs")
+                if not busy:
+                    time.sleep(0.005)
+            status = chan.recv_exit_status() if chan.exit_status_ready() else -1
+        except KeyboardInterrupt:
+            self._kill(pid)
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                chan.close()
+        stderr = err.decode("utf-8", "replace")
+        lines = stderr.splitlines(keepends=True)
+        if lines and lines[0].startswith(PID_MARKER):
+            stderr = "".join(lines[1:])
+        return CommandResult(command=command, exit_status=status,
+                             stdout=out.decode("utf-8", "replace"), stderr=stderr)
+
+    def _kill(self, pid: str | None) -> None:
+        """Best effort: stop a remote process we gave up on (timeout, Ctrl-C)."""
+        if not pid or not pid.isdigit():
+            return
+        with contextlib.suppress(Exception):
+            assert self._client is not None
+            transport = self._client.get_transport()
+            if transport is not None and transport.is_active():
+                chan = transport.open_session(timeout=5)
+                chan.exec_command(f"kill -TERM {pid} 2>/dev/null; sleep 1; "
+                                  f"kill -KILL {pid} 2>/dev/null")
+                chan.recv_exit_status()
+                chan.close()
+
+    # --- files ------------------------------------------------------------------------------
+
+    def sftp(self) -> paramiko.SFTPClient:
+        self.open()
+        if self._sftp is None or self._sftp.sock.closed:
+            assert self._client is not None
+            try:
+                self._sftp = self._client.open_sftp()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise TargetError(f"{self.label} refused an SFTP session: {exc}",
+                                  hint="enable the sftp subsystem in the device's sshd_config",
+                                  ) from None
+        return self._sftp
+
+    def home(self) -> str:
+        if self._home is None:
+            self._home = self.sftp().normalize(".")
+        return self._home
+
+    def resolve(self, path: str) -> str:
+        """Absolute remote path; ``~`` and relative paths are taken from the login's home."""
+        if path == "~":
+            return self.home()
+        if path.startswith("~/"):
+            return posixpath.join(self.home(), path[2:])
+        if not path.startswith("/"):
+            return posixpath.join(self.home(), path)
+        return path
+
+    def makedirs(self, path: str) -> None:
+        sftp = self.sftp()
+        parts = [p for p in path.split("/") if p]
+        current = "/"
+        for part in parts:
+            current = posixpath.join(current, part)
+            try:
+                sftp.stat(current)
+            except FileNotFoundError:
+                try:
+                    sftp.mkdir(current, mode=0o700)
+                except OSError:
+                    sftp.stat(current)  # created concurrently is fine; otherwise raise
+
+    def mkdir_exclusive(self, path: str) -> bool:
+        """Atomic create; False if it exists already (the device lock uses this)."""
+        sftp = self.sftp()
+        try:
+            sftp.mkdir(path, mode=0o700)
+            return True
+        except OSError:
+            try:
+                sftp.stat(path)
+            except FileNotFoundError:
+                raise TargetError(f"cannot create {path} on {self.label}",
+                                  hint="check work_dir in the target is writable") from None
+            return False
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.sftp().stat(path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def mtime(self, path: str) -> float | None:
+        try:
+            return float(self.sftp().stat(path).st_mtime or 0)
+        except FileNotFoundError:
+            return None
+
+    def touch(self, path: str) -> None:
+        now = time.time()
+        with contextlib.suppress(OSError):
+            self.sftp().utime(path, (now, now))
+
+    def write_text(self, path: str, text: str) -> None:
+        with self.sftp().open(path, "w") as fh:
+            fh.write(text.encode("utf-8"))
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            with self.sftp().open(path, "r") as fh:
+                return fh.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return None
+
+    def listdir(self, path: str) -> list[tuple[str, float, bool]]:
+        """(name, mtime, is_dir) of each entry; empty if ``path`` does not exist."""
+        try:
+            entries = self.sftp().listdir_attr(path)
+        except FileNotFoundError:
+            return []
+        return [(e.filename, float(e.st_mtime or 0), stat.S_ISDIR(e.st_mode or 0))
+                for e in entries]
+
+    def rename(self, src: str, dst: str) -> None:
+        self.sftp().posix_rename(src, dst)
+
+    def remove_tree(self, path: str) -> None:
+        """``rm -rf`` one path (quoted); refuses anything that is not below a real directory."""
+        if path.rstrip("/") in ("", "/", self.home().rstrip("/")):
+            raise AssertionError(f"refusing to remove {path!r}")
+        result = self.run(["rm", "-rf", "--", path], timeout_s=120)
+        if not result.ok:
+            raise TargetError(f"cannot remove {path} on {self.label}: {result.stderr.strip()}",
+                              hint="remove it by hand")
+
+    def free_bytes(self, path: str) -> int | None:
+        """Free space where ``path`` lives (``df -Pk``), or None when df is unavailable."""
+        result = self.run(["df", "-Pk", path], timeout_s=30)
+        lines = result.stdout.strip().splitlines()
+        if not result.ok or len(lines) < 2:
+            return None
+        try:
+            return int(lines[-1].split()[3]) * 1024
+        except (IndexError, ValueError):
+            return None
+
+    def upload(self, local: Path, remote: str, *, progress: Progress | None = None) -> None:
+        """SFTP ``local`` to ``remote``; disk-full and permission errors become clear errors."""
+        size = local.stat().st_size
+        free = self.free_bytes(posixpath.dirname(remote))
+        if free is not None and free < size + 1024 * 1024:
+            raise DeviceDiskFullError(
+                f"not enough disk space on {self.label} for {local.name}: "
+                f"{size / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free in "
+                f"{posixpath.dirname(remote)}",
+                hint="free space on the device or point work_dir at a larger disk")
+        last = [0.0]
+
+        def callback(done: int, total: int) -> None:
+            now = time.monotonic()
+            if progress and (now - last[0] > 0.5 or done == total):
+                last[0] = now
+                progress({"stage": "upload", "done_bytes": done, "total_bytes": total,
+                          "message": f"uploading {local.name}: "
+                          f"{done / 1e6:.1f}/{total / 1e6:.1f} MB"})
+
+        try:
+            self.sftp().put(str(local), remote, callback=callback, confirm=True)
+        except OSError as exc:
+            free = self.free_bytes(posixpath.dirname(remote))
+            if free is not None and free < size + 1024 * 1024:
+                raise DeviceDiskFullError(
+                    f"disk full on {self.label} while uploading {local.name} "
+                    f"({free / 1e6:.1f} MB free)",
+                    hint="free space on the device or point work_dir at a larger disk") from None
+            raise TargetError(f"upload of {local.name} to {self.label} failed: {exc}",
+                              hint="check work_dir is writable on the device") from None
+
+    def _emit(self, stage: str, message: str) -> None:
+        if self.progress:
+            self.progress({"stage": stage, "message": message})
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Dropped(_Transient):
+    pass
+
+
+def _parse_pid(err: bytearray) -> str:
+    first = bytes(err).split(b"\n", 1)[0].decode("utf-8", "replace")
+    return first[len(PID_MARKER):].strip() if first.startswith(PID_MARKER) else ""
+
+
+def _first_error(exc: paramiko.ssh_exception.NoValidConnectionsError) -> str:
+    for err in exc.errors.values():
+        return getattr(err, "strerror", None) or str(err)
+    return str(exc)
+
+
+def _kh_name(s: SSHSettings) -> str:
+    return s.host if s.port == 22 else f"'[{s.host}]:{s.port}'"
