@@ -1,0 +1,107 @@
+"""``edgeprune evaluate``: top-1 / top-5 accuracy and loss of a model on a data spec.
+
+Exit codes: 0 evaluated; 1 a model, weights or data problem (one line says which); 2 bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edgeprune.cli._output import Output
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy and loss of a model on a data set",
+        description="Evaluate a classifier on the val (or train) split of a data spec and print "
+        "top-1, top-5 and mean cross-entropy.",
+        epilog="Data specs: builtin:digits|mnist5k|animals, imagefolder:PATH, cifar10:PATH, "
+        "file.py:factory, package.module:factory (docs/data.md). "
+        "Exit codes: 0 ok, 1 model/weights/data error, 2 usage.",
+    )
+    parser.add_argument("--model", required=True, metavar="SPEC",
+                        help="torchvision:NAME, builtin:NAME, file.py:factory, "
+                        "package.module:factory, or a pruned model directory")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="state dict (.pt/.pth read with weights_only, or .safetensors)")
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="data spec, e.g. builtin:mnist5k or imagefolder:PATH")
+    parser.add_argument("--split", choices=("val", "train"), default="val",
+                        help="which split to evaluate on (default: val)")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="N",
+                        help="images per batch (default: 256)")
+    parser.add_argument("--input-shape", type=_shape, metavar="[N,]C,H,W",
+                        help="model input shape (default: what the model spec knows, else the "
+                        "data's own shape)")
+    parser.add_argument("--normalization", default="auto",
+                        choices=("auto", "dataset", "imagenet", "none"),
+                        help="image normalisation (default: auto, per data set; docs/data.md)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the train/val split of data without one (default: 0)")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="torch intra-op threads for the pass (default: torch's own)")
+    return parser
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from edgeprune import models
+    from edgeprune.data import load_data
+    from edgeprune.evaluate import evaluate
+
+    model = models.load_model(args.model, weights=args.weights)
+    shape = args.input_shape or _model_shape(models, model, args.model)
+    bundle = load_data(args.data, input_shape=shape, batch_size=args.batch_size, seed=args.seed,
+                       normalization=args.normalization, progress=out.progress)
+    result = evaluate(model, bundle.loader(args.split), progress=out.progress,
+                      num_threads=args.threads)
+    out.result({
+        "model": args.model,
+        "weights": args.weights,
+        "data": str(bundle.spec),
+        "split": args.split,
+        **result.to_dict(),
+        "input_shape": list(bundle.input_shape),
+        "data_num_classes": bundle.num_classes,
+    }, _render)
+    return 0
+
+
+def _model_shape(models: Any, model: Any, spec: str) -> tuple[int, ...] | None:
+    known = getattr(models, "default_input_shape", None)
+    if known is None:
+        return None
+    return known(model) or known(spec)
+
+
+def _render(data: dict[str, Any]) -> str:
+    top5 = f"{data['top5']:.2%}" if data["top5"] is not None else "n/a (≤5 classes)"
+    shape = "×".join(str(d) for d in data["input_shape"])
+    return "\n".join([
+        f"model   {data['model']}" + (f"  (weights {data['weights']})" if data["weights"] else ""),
+        f"data    {data['data']}  [{data['split']}: {data['n_samples']} images at {shape}]",
+        f"top-1   {data['top1']:.2%}",
+        f"top-5   {top5}",
+        f"loss    {data['loss']:.4f}",
+    ])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 3,224,224") from None
+    if len(shape) not in (3, 4) or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 3,224,224")
+    return shape
