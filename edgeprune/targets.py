@@ -93,7 +93,10 @@ class Target:
         """``name`` plus ``user@host:port`` for remote targets — what results record."""
         if self.ssh is None:
             return f"{self.name} (local)"
-        return f"{self.name} ({self.ssh.login}@{self.ssh.host}:{self.ssh.port})"
+        label = f"{self.ssh.login}@{self.ssh.host}:{self.ssh.port}"
+        if self.name in (label, label.removesuffix(":22")):
+            return label
+        return f"{self.name} ({label})"
 
     def remote_python(self) -> str:
         return self.python or "python3"

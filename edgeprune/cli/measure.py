@@ -1,0 +1,103 @@
+"""``edgeprune measure``: latency percentiles, peak memory, load time and per-operator time of an
+.onnx or .tflite artifact on a target (local, a named device, or ``ssh://user@host``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edgeprune.cli._output import Output, table
+from edgeprune.cli.targets import add_target_options, target_from_args
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "measure", help="measure a model on a device",
+        description="Measure an .onnx or .tflite artifact on a device: a fresh process runs "
+        "warm-up then timed runs and reports p50/p90/p95/p99, mean, std, peak RSS, session "
+        "creation and first-run time, and device facts. Progress goes to stderr.",
+        epilog="Exit codes: 0 ok, 1 error (unreachable, auth, host key, runtime missing, out of "
+        "memory, ...), 2 usage.")
+    p.add_argument("model", metavar="MODEL", help="an .onnx (with its .data file) or .tflite file")
+    add_target_options(p)
+    g = p.add_argument_group("measurement")
+    g.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    g.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (default: the profile's, else the runtime's)")
+    g.add_argument("--per-op", action="store_true", help="per-operator time (onnxruntime)")
+    g.add_argument("--runtime", choices=("auto", "onnxruntime", "tflite"), default="auto")
+    g.add_argument("--providers", default=None, metavar="A,B",
+                   help="onnxruntime execution providers (default CPUExecutionProvider)")
+    g.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]1x3x224x224",
+                   help="shape for dynamic inputs (repeatable; default: the profile's input_shape)")
+    g.add_argument("--max-seconds", type=float, default=60.0,
+                   help="time cap on the timed runs of one attempt (default 60)")
+    g.add_argument("--cv-threshold", type=float, default=0.10,
+                   help="coefficient of variation above which a result is noisy (default 0.10)")
+    g.add_argument("--repeats", type=int, default=2,
+                   help="fresh-process repeats of a noisy measurement (default 2)")
+    g.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="per-attempt command timeout (default: the target's)")
+    g.add_argument("--no-cache", action="store_true", help="measure again even if cached")
+    return p
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from edgeprune.measure import MeasureSettings, _artifact_for, measure
+    from edgeprune.profiles import load_profile
+
+    artifact = _artifact_for(args.model)
+    target = target_from_args(args)
+    profile = None
+    if target.profile:
+        profile = load_profile(target.profile, extra_files=args.profiles_file)
+    settings = MeasureSettings(
+        runs=args.runs, warmup=args.warmup, threads=args.threads, per_op=args.per_op,
+        runtime=args.runtime,
+        providers=tuple(p for p in (args.providers or "").split(",") if p),
+        input_shapes=tuple(args.input_shape), max_seconds=args.max_seconds,
+        cv_threshold=args.cv_threshold, max_repeats=args.repeats, use_cache=not args.no_cache,
+        timeout_s=args.timeout)
+    result = measure(artifact, target, settings, profile=profile, progress=out.progress)
+    if result.noisy:
+        out.warn(f"noisy measurement: CV {result.cv:.1%} above {result.cv_threshold:.0%} after "
+                 f"{result.attempts} attempts — close other programs on the device or raise --runs")
+    data = result.to_dict()
+    if profile is not None:
+        data["profile"] = profile.name
+    out.result(data, _render)
+    return 0
+
+
+def _render(d: dict[str, Any]) -> str:
+    dev = d.get("device") or {}
+    head = (f"{d['artifact']} on {d['where']}{' (cached)' if d.get('cached') else ''}\n"
+            f"  {d['runtime']} {d.get('runtime_version') or ''}, threads "
+            f"{d.get('threads') or 'default'}, {d['runs']} runs after {d['warmup']} warm-up"
+            f"{', NOISY' if d.get('noisy') else ''}")
+    stats = table(("p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "std ms", "min ms",
+                   "max ms", "CV"),
+                  [(d["p50_ms"], d["p90_ms"], d["p95_ms"], d["p99_ms"], d["mean_ms"],
+                    d["std_ms"], d["min_ms"], d["max_ms"], f"{d['cv']:.1%}")])
+    mem = (f"peak RSS {_num(d.get('peak_rss_mb'))} MB, session creation "
+           f"{_num(d['session_create_ms'])} ms, first run {_num(d['first_run_ms'])} ms, "
+           f"size {d['artifact_size_bytes'] / 1e6:.2f} MB")
+    device = (f"device: {dev.get('board') or dev.get('cpu_model') or '?'} ({dev.get('machine')}, "
+              f"{dev.get('cores')} cores, {dev.get('memory_total_mb')} MB"
+              + (f", {dev['cpu_freq_mhz']} MHz {dev.get('cpu_governor') or ''}".rstrip()
+                 if dev.get("cpu_freq_mhz") else "")
+              + (f", {dev['temperature_c']} °C" if dev.get("temperature_c") is not None else "")
+              + f", Python {dev.get('python')})")
+    parts = [head, stats, mem, device]
+    per_op = d.get("per_op") or {}
+    if per_op.get("by_op_type"):
+        rows = [(o["op_type"], o["calls_per_run"], o["mean_ms_per_run"], f"{o['share']:.1%}")
+                for o in per_op["by_op_type"][:12]]
+        parts.append("per operator type (profiled session):\n"
+                     + table(("op", "calls", "ms/run", "share"), rows))
+    return "\n".join(parts)
+
+
+def _num(value: Any) -> str:
+    return "?" if value is None else f"{float(value):.4g}"
