@@ -301,3 +301,54 @@ def ssh_target(sshd: SSHServer, known_hosts: Path):
     target = sshd.target(known_hosts)
     yield target
     shutil.rmtree(sshd.device_path(target.work_dir), ignore_errors=True)
+
+
+# --- small real ONNX models (onnx.helper: no torch import, loads in onnxruntime) ----------------
+
+
+def make_conv_model(path: Path, *, channels: int = 8, external_data: str | None = None,
+                    dynamic: bool = True) -> Path:
+    """Conv -> Relu -> GlobalAveragePool; ``external_data`` stores the weights in that file
+    beside the model (what torch's dynamo exporter does for large models)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.RandomState(0)
+    w = numpy_helper.from_array(rng.randn(channels, 3, 3, 3).astype(np.float32) * 0.1, "w")
+    b = numpy_helper.from_array(np.zeros(channels, np.float32), "b")
+    dims = ["N", 3, "H", "W"] if dynamic else [1, 3, 32, 32]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [x], [y], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if external_data:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=external_data, size_threshold=0)
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def make_memory_hog_model(path: Path, *, mb: int = 512) -> Path:
+    """A tiny file whose run allocates ``mb`` MiB (ConstantOfShape + Add)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = mb * 1024 * 1024 // 4
+    shape = numpy_helper.from_array(np.array([n], dtype=np.int64), "shape")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("Add", ["big", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "hog", [x], [y], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path

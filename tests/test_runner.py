@@ -1,0 +1,122 @@
+"""The on-device runner: Python 3.6 syntax, stdlib-only imports, and real runs in a subprocess."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeprune import runner
+from tests._sshd import DEVICE_PYTHON, make_conv_model
+
+RUNNER = Path(runner.__file__)
+ALLOWED_IMPORTS = {
+    # standard library
+    "argparse", "glob", "json", "math", "os", "platform", "shutil", "sys", "tempfile", "time",
+    "traceback", "resource", "importlib",
+    # the device-side packages
+    "numpy", "onnxruntime", "psutil", "ai_edge_litert", "tflite_runtime",
+}
+
+
+def run_runner(*args: str, python: str = sys.executable, env: dict[str, str] | None = None):
+    proc = subprocess.run([python, str(RUNNER), *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(runner.MARKER)]
+    assert lines, (proc.stdout, proc.stderr)
+    return proc.returncode, json.loads(lines[-1][len(runner.MARKER):])
+
+
+def test_runner_parses_as_python_3_6() -> None:
+    source = RUNNER.read_text()
+    tree = ast.parse(source, feature_version=(3, 6))
+    for node in ast.walk(tree):
+        assert not isinstance(node, ast.NamedExpr), "walrus is 3.8+"
+        if isinstance(node, ast.ImportFrom):
+            assert node.module != "__future__", "from __future__ imports break 3.6 for annotations"
+        if isinstance(node, ast.FormattedValue):
+            pytest.fail("f-strings are 3.6 but keep the runner free of them (no f'{x=}' risk)")
+
+
+def test_runner_imports_only_stdlib_numpy_and_runtimes() -> None:
+    tree = ast.parse(RUNNER.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__":
+            continue  # the runtimes, by name from a fixed list
+    assert names <= ALLOWED_IMPORTS, names - ALLOWED_IMPORTS
+
+
+def test_percentiles_match_numpy() -> None:
+    values = sorted(np.random.RandomState(1).exponential(size=37).tolist())
+    for q in (50, 90, 95, 99):
+        assert runner.percentile(values, q) == pytest.approx(np.percentile(values, q))
+    stats = runner.summarize([v / 1000.0 for v in values])
+    assert stats["std_ms"] == pytest.approx(np.std(values))
+    assert stats["cv"] == pytest.approx(np.std(values) / np.mean(values))
+
+
+def test_runner_measures_a_real_onnx_model(tmp_path: Path) -> None:
+    model = make_conv_model(tmp_path / "m.onnx")
+    rc, doc = run_runner("--model", str(model), "--runs", "7", "--warmup", "2",
+                         "--default-shape", "1x3x24x24", "--threads", "1", "--keep-times")
+    assert rc == 0, doc
+    assert doc["runtime"] == "onnxruntime" and doc["runtime_version"]
+    assert doc["runs"] == 7 and len(doc["times_ms"]) == 7
+    assert doc["inputs"]["x"]["shape"] == [1, 3, 24, 24]
+    assert doc["min_ms"] <= doc["p50_ms"] <= doc["p90_ms"] <= doc["p99_ms"] <= doc["max_ms"]
+    assert doc["peak_rss_mb"] > 10 and doc["session_create_ms"] > 0 and doc["first_run_ms"] > 0
+    assert doc["threads"] == 1 and doc["providers"] == ["CPUExecutionProvider"]
+    facts = doc["device"]
+    assert facts["machine"] and facts["cores"] >= 1 and facts["memory_total_mb"] > 0
+    assert facts["python_executable"] == sys.executable
+
+
+def test_input_shape_override_and_per_op(tmp_path: Path) -> None:
+    model = make_conv_model(tmp_path / "m.onnx")
+    rc, doc = run_runner("--model", str(model), "--runs", "3", "--warmup", "0",
+                         "--input-shape", "x=2x3x8x8", "--per-op")
+    assert rc == 0, doc
+    assert doc["inputs"]["x"]["shape"] == [2, 3, 8, 8]
+    ops = {o["op_type"] for o in doc["per_op"]["by_op_type"]}
+    assert "GlobalAveragePool" in ops or "Conv" in ops
+
+
+def test_missing_numpy_is_a_named_error(tmp_path: Path) -> None:
+    if not os.path.exists(DEVICE_PYTHON):
+        pytest.skip(f"{DEVICE_PYTHON} not present")
+    model = make_conv_model(tmp_path / "m.onnx")
+    rc, doc = run_runner("--model", str(model), python=DEVICE_PYTHON,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""})
+    check = subprocess.run([DEVICE_PYTHON, "-c", "import numpy"], capture_output=True,
+                           env={"PATH": "/usr/bin:/bin"})
+    if check.returncode == 0:
+        pytest.skip("the system python has numpy installed globally")
+    assert rc == runner.EXIT_FAILED
+    assert doc["error"]["kind"] == "runtime_missing" and doc["error"]["package"] == "numpy"
+
+
+def test_unloadable_artifact_is_load_failed(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    rc, doc = run_runner("--model", str(bad))
+    assert rc == runner.EXIT_FAILED
+    assert doc["error"]["kind"] == "load_failed"
+
+
+def test_probe_lists_runtimes() -> None:
+    rc, doc = run_runner("--probe")
+    assert rc == 0
+    assert doc["runtimes"]["onnxruntime"]["present"] is True
+    assert doc["runtimes"]["numpy"]["version"] == np.__version__
+    assert "machine" in doc["device"]
