@@ -388,11 +388,14 @@ class Connection:
             current = posixpath.join(current, part)
             try:
                 sftp.stat(current)
-            except FileNotFoundError:
+            except (FileNotFoundError, PermissionError):
                 try:
                     sftp.mkdir(current, mode=0o700)
-                except OSError:
-                    sftp.stat(current)  # created concurrently is fine; otherwise raise
+                except OSError as exc:
+                    if not self.exists(current):  # created concurrently is fine
+                        raise TargetError(f"cannot create {current} on {self.label}: {exc}",
+                                          hint="check work_dir in the target is writable by "
+                                          f"{self.settings.login}") from None
 
     def mkdir_exclusive(self, path: str) -> bool:
         """Atomic create; False if it exists already (the device lock uses this)."""

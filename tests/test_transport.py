@@ -1,0 +1,157 @@
+"""The SSH transport against a real OpenSSH server on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgeprune.errors import (
+    AuthenticationError,
+    DeviceDiskFullError,
+    HostKeyError,
+    HostUnreachableError,
+)
+from edgeprune.transport import Connection
+from tests._sshd import SSHServer, free_port
+
+pytestmark = pytest.mark.ssh
+
+HOSTILE = ["a b", "it's", 'say "hi"', "x; touch pwned", "$(touch pwned2)", "`id`", "*", "-n"]
+
+
+def _ssh(target, **changes):
+    return dataclasses.replace(target.ssh, **changes)
+
+
+def test_arguments_arrive_verbatim(ssh_target) -> None:
+    with Connection(ssh_target.ssh) as conn:
+        result = conn.run(["python3", "-c", "import sys; print('\\n'.join(sys.argv[1:]))",
+                           *HOSTILE])
+        assert result.ok, result.stderr
+        assert result.stdout.splitlines() == HOSTILE
+        home = conn.home()
+        assert not conn.exists(f"{home}/pwned") and not conn.exists(f"{home}/pwned2")
+
+
+def test_unknown_host_key_is_refused_with_fingerprint(sshd: SSHServer, tmp_path: Path) -> None:
+    kh = tmp_path / "known_hosts"
+    target = sshd.target(kh)
+    with pytest.raises(HostKeyError) as err:
+        Connection(target.ssh).open()
+    assert "unknown" in str(err.value) and "SHA256:" in str(err.value)
+    assert "--accept-new-host-key" in str(err.value)
+    assert not kh.exists()
+
+
+def test_accept_new_records_the_key_then_strict_works(sshd: SSHServer, tmp_path: Path) -> None:
+    kh = tmp_path / "sub" / "known_hosts"
+    target = sshd.target(kh, host_key_policy="accept-new")
+    with Connection(target.ssh) as conn:
+        assert conn.accepted_host_key and conn.accepted_host_key.startswith("SHA256:")
+    recorded = kh.read_text()
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519 " in recorded
+    with Connection(_ssh(target, host_key_policy="strict")) as conn:
+        assert conn.run(["true"]).ok
+        assert conn.accepted_host_key is None
+
+
+def test_changed_host_key_is_refused_even_with_accept_new(sshd: SSHServer, tmp_path: Path) -> None:
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, b64 = other.with_suffix(".pub").read_text().split()[:2]
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[127.0.0.1]:{sshd.port} {kind} {b64}\n")
+    target = sshd.target(kh, host_key_policy="accept-new")
+    with pytest.raises(HostKeyError) as err:
+        Connection(target.ssh).open()
+    text = str(err.value)
+    assert "CHANGED" in text and text.count("SHA256:") == 2 and "ssh-keygen -R" in text
+
+
+def test_wrong_client_key_is_an_auth_error(sshd: SSHServer, known_hosts: Path,
+                                           tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    target = sshd.target(known_hosts, identity_file=str(wrong))
+    with pytest.raises(AuthenticationError, match="refused authentication.*ssh-copy-id"):
+        Connection(target.ssh).open()
+
+
+def test_closed_port_is_unreachable(sshd: SSHServer, known_hosts: Path) -> None:
+    target = sshd.target(known_hosts, port=free_port(), retries=0)
+    with pytest.raises(HostUnreachableError, match="connection refused"):
+        Connection(target.ssh).open()
+
+
+def test_silent_server_times_out_as_unreachable(sshd: SSHServer, known_hosts: Path) -> None:
+    # accepts TCP (kernel backlog) but never sends an SSH banner
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        target = sshd.target(known_hosts, port=port, retries=1, connect_timeout_s=0.5)
+        with pytest.raises(HostUnreachableError, match="cannot reach"):
+            Connection(target.ssh).open()
+
+
+def test_reconnects_after_a_dropped_link(ssh_target) -> None:
+    events: list[dict] = []
+    with Connection(ssh_target.ssh, progress=events.append) as conn:
+        assert conn.run(["true"]).ok
+        conn._client.get_transport().sock.close()  # the link drops under us
+        result = conn.run(["echo", "back"])
+        assert result.ok and result.stdout.strip() == "back"
+
+
+def test_killed_process_reports_minus_one(ssh_target) -> None:
+    with Connection(ssh_target.ssh) as conn:
+        result = conn.run(["sh", "-c", "kill -9 $$"])
+        assert result.exit_status == -1 and result.stdout == ""
+
+
+def test_upload_hostile_names_and_remove(ssh_target, tmp_path: Path) -> None:
+    local = tmp_path / "we'ird; $(x) name.bin"
+    local.write_bytes(os.urandom(4096))
+    with Connection(ssh_target.ssh) as conn:
+        base = conn.resolve(ssh_target.work_dir) + "/up load"
+        conn.makedirs(base)
+        remote = f"{base}/{local.name}"
+        conn.upload(local, remote)
+        result = conn.run(["sha256sum", remote])
+        assert result.ok, result.stderr
+        import hashlib
+
+        assert result.stdout.split()[0] == hashlib.sha256(local.read_bytes()).hexdigest()
+        conn.remove_tree(base)
+        assert not conn.exists(base)
+
+
+def test_disk_full_is_a_named_error(sshd: SSHServer, ssh_target, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root")
+    mount = sshd.device_path("~/ep-full-disk")
+    mount.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        os.chown(mount, *(_ids(sshd.user)))
+        big = tmp_path / "big.onnx"
+        big.write_bytes(os.urandom(3 * 1024 * 1024))
+        with Connection(ssh_target.ssh) as conn, pytest.raises(DeviceDiskFullError,
+                                                                match="disk space"):
+            conn.upload(big, f"{mount}/big.onnx")
+    finally:
+        subprocess.run(["umount", str(mount)])
+        mount.rmdir()
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
