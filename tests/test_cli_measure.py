@@ -1,0 +1,115 @@
+"""The measure / targets / profiles commands end to end (real runner, real sshd)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeprune.cli.main import main
+from tests._sshd import SSHServer, make_conv_model
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGEPRUNE_CONFIG_DIR", str(tmp_path / "cfg"))
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> Path:
+    return make_conv_model(tmp_path / "conv.onnx")
+
+
+FAST = ["--runs", "5", "--warmup", "1", "--repeats", "0", "--input-shape", "1x3x16x16"]
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> tuple[dict, str]:
+    captured = capsys.readouterr()
+    return json.loads(captured.out), captured.err
+
+
+def test_measure_local_json(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["measure", str(model), *FAST, "--per-op", "--format", "json"]) == 0
+    data, err = _json(capsys)
+    assert data["target"] == "local" and data["profile"] == "local"
+    assert data["p50_ms"] > 0 and data["per_op"]["by_op_type"]
+    assert "measuring conv.onnx" in err  # progress on stderr, stdout stays JSON
+
+
+def test_measure_local_text(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["measure", str(model), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "p50 ms" in out and "peak RSS" in out and "device:" in out
+
+
+@pytest.mark.ssh
+def test_one_off_ssh_target(sshd: SSHServer, known_hosts: Path, model: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}"
+    base = ["measure", str(model), *FAST, "--target", url, "--identity-file",
+            str(sshd.client_key), "--python", "/usr/bin/python3", "--profile", "rpi4",
+            "--format", "json"]
+    assert main([*base, "--known-hosts", str(known_hosts)]) == 0
+    data, _ = _json(capsys)
+    assert data["host"] == "127.0.0.1" and data["profile"] == "rpi4"
+    assert data["threads"] == 4  # from the rpi4 profile
+
+    fresh = known_hosts.parent / "fresh_known_hosts"
+    assert main([*base, "--known-hosts", str(fresh), "--no-cache"]) == 1
+    data, err = _json(capsys)
+    assert data["error"]["type"] == "HostKeyError"
+    errors = [ln for ln in err.splitlines() if ln.startswith("edgeprune: error:")]
+    assert len(errors) == 1 and "SHA256:" in errors[0] and "--accept-new-host-key" in errors[0]
+    assert main([*base, "--known-hosts", str(fresh), "--accept-new-host-key"]) == 0
+    assert f"[127.0.0.1]:{sshd.port}" in fresh.read_text()
+
+
+@pytest.mark.ssh
+def test_targets_check_over_ssh(sshd: SSHServer, known_hosts: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}"
+    assert main(["targets", "check", url, "--identity-file", str(sshd.client_key),
+                 "--known-hosts", str(known_hosts), "--python", "/usr/bin/python3",
+                 "--format", "json"]) == 0
+    data, _ = _json(capsys)
+    assert data["runtimes"]["onnxruntime"]["present"] is True
+    assert data["device"]["python_executable"] == "/usr/bin/python3"
+    assert main(["targets", "check", url, "--identity-file", str(sshd.client_key),
+                 "--known-hosts", str(known_hosts), "--python", "/usr/bin/python3"]) == 0
+    assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_with_exit_codes(tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "resnet.pt"
+    spec.write_bytes(b"x")
+    assert main(["measure", str(spec)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not an .onnx or .tflite file" in err
+    onnx_file = make_conv_model(tmp_path / "m.onnx")
+    assert main(["measure", str(onnx_file), "--target", "nope-device"]) == 1
+    assert "no target named 'nope-device'" in capsys.readouterr().err
+
+
+def test_profiles_and_targets_listing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "list", "--format", "json"]) == 0
+    names = {p["name"] for p in _json(capsys)[0]["profiles"]}
+    assert {"rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "local"} <= names
+    assert main(["profiles", "show", "jetson-nano"]) == 0
+    assert "max_latency_ms" in capsys.readouterr().out
+    assert main(["targets", "list", "--format", "json"]) == 0
+    targets = {t["name"]: t for t in _json(capsys)[0]["targets"]}
+    assert targets["local"]["kind"] == "local" and targets["rpi4"]["kind"] == "ssh"
+    assert main(["targets", "show", "rpi5", "--format", "json"]) == 0
+    assert _json(capsys)[0]["target"]["ssh"]["host_key_policy"] == "strict"
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = ("import sys; from edgeprune.cli.main import build_parser; build_parser(); "
+            "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'paramiko', 'numpy') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
