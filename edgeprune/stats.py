@@ -34,10 +34,14 @@ from edgeprune.errors import NotFoundError
 __all__ = [
     "LayerWidth",
     "ModelInfo",
+    "OnnxInfo",
+    "OnnxTensor",
     "count_macs",
     "count_params",
     "layer_widths",
     "model_info",
+    "onnx_external_files",
+    "onnx_info",
     "size_on_disk",
     "state_dict_bytes",
 ]
@@ -316,3 +320,100 @@ def model_info(
         input_shapes=tuple(tuple(t.shape) for t in inputs),
         widths=tuple(layer_widths(model)),
     )
+
+
+@dataclass(frozen=True)
+class OnnxTensor:
+    """One graph input or output: name, element type and shape (ints or symbolic names)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """Static facts about an ONNX artifact, read without loading its weights into memory."""
+
+    path: str
+    files: tuple[str, ...]
+    size_bytes: int
+    params: int
+    opset: int
+    producer: str
+    nodes: int
+    op_types: dict[str, int]
+    inputs: tuple[OnnxTensor, ...]
+    outputs: tuple[OnnxTensor, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "files": list(self.files),
+            "size_bytes": self.size_bytes,
+            "params": self.params,
+            "opset": self.opset,
+            "producer": self.producer,
+            "nodes": self.nodes,
+            "op_types": dict(self.op_types),
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+
+def onnx_info(path: str | os.PathLike[str]) -> OnnxInfo:
+    """Parameters (elements of floating-point initializers), files, size, opset, inputs/outputs.
+
+    MACs are not derived from ONNX graphs; count them on the PyTorch model.
+    """
+    import onnx
+
+    from edgeprune.errors import ExportError
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"ONNX file {str(path)!r} does not exist", hint="check the path")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ExportError(
+            f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__})",
+            hint="re-export it with edgeprune export",
+        ) from exc
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.DOUBLE,
+    }
+    params = sum(math.prod(t.dims) for t in proto.graph.initializer if t.data_type in floats)
+    initializer_names = {t.name for t in proto.graph.initializer}
+    op_types: dict[str, int] = {}
+    for node in proto.graph.node:
+        op_types[node.op_type] = op_types.get(node.op_type, 0) + 1
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return OnnxInfo(
+        path=str(path),
+        files=(str(path), *(str(p) for p in onnx_external_files(path))),
+        size_bytes=size_on_disk(path),
+        params=int(params),
+        opset=int(opset),
+        producer=f"{proto.producer_name} {proto.producer_version}".strip(),
+        nodes=len(proto.graph.node),
+        op_types=dict(sorted(op_types.items(), key=lambda kv: (-kv[1], kv[0]))),
+        inputs=tuple(_onnx_tensor(v) for v in proto.graph.input if v.name not in initializer_names),
+        outputs=tuple(_onnx_tensor(v) for v in proto.graph.output),
+    )
+
+
+def _onnx_tensor(value_info: Any) -> OnnxTensor:
+    import onnx
+
+    tensor_type = value_info.type.tensor_type
+    dims = tensor_type.shape.dim
+    shape = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in dims)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+    return OnnxTensor(value_info.name, dtype, shape)

@@ -65,6 +65,21 @@ def small_cnn() -> SmallCNN:
     return SmallCNN().eval()
 
 
+def calibrated(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """BatchNorm statistics from real images, so random-init outputs are O(1), not ~1e-9.
+
+    Random-init MobileNetV2's outputs vanish (~1e-9) and would pass any absolute tolerance.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the batches seen
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
+
+
 def _tv():
     from edgeprune._tv_compat import import_torchvision
 
@@ -96,7 +111,7 @@ def test_resnet18_external_data_listed_counted_and_portable(
     tmp_path: Path, images: torch.Tensor
 ) -> None:
     torch.manual_seed(0)
-    model = _tv().models.resnet18(num_classes=10).eval()
+    model = calibrated(_tv().models.resnet18(num_classes=10), images)
     path = tmp_path / "out" / "r18.onnx"
     result = export_onnx(model, images[:1], path, external_data=True, check_inputs=images[:2])
     data = path.with_name("r18.onnx.data")
@@ -104,7 +119,7 @@ def test_resnet18_external_data_listed_counted_and_portable(
     assert data.stat().st_size > 40_000_000  # the weights live there
     assert result.size_bytes == size_on_disk(path) == path.stat().st_size + data.stat().st_size
     onnx.checker.check_model(str(path))
-    assert result.max_abs_diff <= 1e-3
+    assert result.max_abs_diff <= 1e-3 and result.max_abs_output > 0.1
     # copying every listed file to a "device" directory is enough to run it there
     device = tmp_path / "device"
     device.mkdir()
@@ -116,7 +131,7 @@ def test_resnet18_external_data_listed_counted_and_portable(
 
 def test_mobilenet_v2_old_opset_uses_torchscript(tmp_path: Path, images: torch.Tensor) -> None:
     torch.manual_seed(0)
-    model = _tv().models.mobilenet_v2(num_classes=10).eval()
+    model = calibrated(_tv().models.mobilenet_v2(num_classes=10), images)
     path = tmp_path / "mnv2.onnx"
     result = export_onnx(model, images[:1], path, opset=13, check_inputs=images[:2])
     assert result.exporter == "torchscript"
@@ -124,6 +139,18 @@ def test_mobilenet_v2_old_opset_uses_torchscript(tmp_path: Path, images: torch.T
     proto = onnx.load(str(path))
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [13]
     assert result.opset == 13 and result.max_abs_diff <= 1e-3
+    assert result.max_abs_output > 0.1  # a meaningful comparison, not vanishing outputs
+    assert not any("tiny" in note for note in result.notes)
+
+
+def test_vanishing_outputs_are_flagged(tmp_path: Path, small_cnn: SmallCNN) -> None:
+    with torch.no_grad():
+        small_cnn.head.weight.mul_(1e-9)
+        small_cnn.head.bias.zero_()
+    result = export_onnx(small_cnn, torch.rand(1, 3, 32, 32), tmp_path / "m.onnx",
+                         exporter="torchscript")  # fmt: skip
+    assert result.max_abs_output < 1e-6
+    assert any("outputs are tiny" in note for note in result.notes)
 
 
 def test_opset_override_with_dynamo_is_read_back(tmp_path: Path, small_cnn: SmallCNN) -> None:
