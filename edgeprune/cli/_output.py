@@ -14,13 +14,38 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 
-def add_format_flag(parser: argparse.ArgumentParser) -> None:
+def add_format_flag(parser: argparse.ArgumentParser,
+                    artifact_formats: tuple[str, ...] = ()) -> None:
+    """``--format text|json``; a command that writes artifacts may also take their formats.
+
+    ``edgeprune export --format onnx --format json`` names both the artifact and the output
+    format; :func:`split_formats` separates them after parsing.
+    """
+    if not artifact_formats:
+        parser.add_argument(
+            "--format", choices=("text", "json"), default="text",
+            help="output format: human text (default) or one JSON document on stdout")
+        return
     parser.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="output format: human text (default) or one JSON document on stdout",
-    )
+        "--format", action="append", choices=("text", "json", *artifact_formats), default=None,
+        help=f"artifact format ({'|'.join(artifact_formats)}, default {artifact_formats[0]}) "
+        "and/or output format (text|json); may be given twice, e.g. --format onnx --format json")
+    parser.set_defaults(_artifact_formats=artifact_formats)
+
+
+def split_formats(args: argparse.Namespace) -> None:
+    """Turn an appended ``--format`` list into ``args.format`` and ``args.artifact_format``."""
+    artifacts = getattr(args, "_artifact_formats", ())
+    if not artifacts:
+        return
+    given = args.format or []
+    outputs = [f for f in given if f in ("text", "json")]
+    kinds = [f for f in given if f in artifacts]
+    if len(outputs) > 1 or len(kinds) > 1:
+        raise SystemExit("edgeprune: error: give --format at most once for the artifact "
+                         f"({'|'.join(artifacts)}) and once for the output (text|json)")
+    args.format = outputs[0] if outputs else "text"
+    args.artifact_format = kinds[0] if kinds else artifacts[0]
 
 
 class Output:

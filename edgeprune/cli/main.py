@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from edgeprune import __version__
-from edgeprune.cli._output import Output, add_format_flag
+from edgeprune.cli._output import Output, add_format_flag, split_formats
 from edgeprune.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, EdgepruneError
 
 # command name -> module under edgeprune.cli; listed in the order `--help` shows them
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # command not built yet
         sub = module.add_parser(subparsers)
-        add_format_flag(sub)
+        add_format_flag(sub, getattr(module, "ARTIFACT_FORMATS", ()))
         sub.set_defaults(_run=module.run)
     return parser
 
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    split_formats(args)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE

@@ -1,0 +1,155 @@
+"""One-shot jobs behind the CLI's ``prune`` and ``materialize``: spec in, pruned directory out.
+
+Each job resolves the model and (optionally) real data, runs one library transform, evaluates
+before/after when data is given, saves a pruned-model directory and returns its facts as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune._io import check_writable
+from edgeprune.errors import UsageError
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model spec (or pruned dir) plus weights, resolved once."""
+
+    spec: str
+    weights: str | None = None
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass
+class Loaded:
+    model: Any
+    base_spec: str  # the unpruned architecture's spec (a pruned dir's manifest spec)
+    input_shape: tuple[int, ...]
+    history: list[Any] = field(default_factory=list)
+
+
+def load_source(source: ModelSource) -> Loaded:
+    from edgeprune import models, saving
+
+    model = models.load_model(source.spec, weights=source.weights)
+    base_spec, history = source.spec, []
+    if saving.is_pruned_dir(source.spec):
+        manifest = saving.read_manifest(source.spec)
+        base_spec, history = manifest.spec, list(manifest.history)
+    shape = (source.input_shape or models.default_input_shape(model)
+             or models.default_input_shape(source.spec))
+    if shape is None:
+        raise UsageError(f"cannot tell the input shape of {source.spec!r}",
+                         hint="pass --input-shape N,C,H,W (e.g. 1,3,224,224)")
+    return Loaded(model, base_spec, tuple(shape), history)
+
+
+def _data(data_spec: str | None, shape: Sequence[int], batch_size: int, seed: int,
+          progress: Progress | None) -> Any:
+    if data_spec is None:
+        return None
+    from edgeprune.data import load_data
+
+    return load_data(data_spec, input_shape=tuple(shape[1:]), batch_size=batch_size, seed=seed,
+                     progress=progress)
+
+
+def _example(bundle: Any, shape: Sequence[int]) -> Any:
+    import torch
+
+    if bundle is not None:
+        from edgeprune.data import example_input
+
+        return example_input(bundle, batch_size=shape[0])
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def _accuracy(model: Any, bundle: Any, progress: Progress | None) -> dict[str, Any] | None:
+    if bundle is None:
+        return None
+    from edgeprune.evaluate import evaluate
+
+    return evaluate(model, bundle.val, progress=progress).to_dict()
+
+
+def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | None = None,
+              calibration_batches: int = 8, batch_size: int = 64, evaluate: bool = True,
+              force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Prune ``source`` with a :class:`edgeprune.prune.PruneConfig` and save it to ``out``."""
+    from edgeprune import saving
+    from edgeprune.prune import prune
+
+    check_writable(out, force=force)
+    loaded = load_source(source)
+    needs_data = config.criterion in ("activation", "taylor")
+    if needs_data and data is None:
+        raise UsageError(f"criterion {config.criterion!r} needs real data",
+                         hint="pass --data SPEC (e.g. builtin:mnist5k) or use --criterion l2")
+    bundle = _data(data, loaded.input_shape, batch_size, config.seed, progress)
+    calib = labeled = None
+    if bundle is not None:
+        from edgeprune.data import calibration_batches as calib_batches
+
+        calib = calib_batches(bundle, calibration_batches, batch_size, split="train",
+                              seed=config.seed)
+        labeled = _labeled(bundle, calibration_batches)
+    example = _example(bundle, loaded.input_shape)
+    before = _accuracy(loaded.model, bundle, progress) if evaluate else None
+    result = prune(loaded.model, example, config, calibration=calib, labeled=labeled,
+                   progress=progress)
+    after = _accuracy(result.model, bundle, progress) if evaluate else None
+    facts = result.to_dict()
+    facts.pop("widths_before", None)
+    record = {"job": "prune", "source": source.spec, "data": data, **facts,
+              "accuracy_before": before, "accuracy_after": after}
+    path = saving.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
+                       history=loaded.history + list(result.history), extra={"prune": record},
+                       force=force)
+    return {"out": str(path), **record}
+
+
+def _labeled(bundle: Any, n_batches: int) -> list[Any]:
+    batches = []
+    for i, (x, y) in enumerate(bundle.train):
+        if i >= n_batches:
+            break
+        batches.append((x, y))
+    return batches
+
+
+def materialize_job(source: ModelSource, out: str | Path, *, data: str | None = None,
+                    constant_channels: str = "fold", tolerance: float = 1e-5,
+                    batch_size: int = 64, evaluate: bool = True, force: bool = False,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Turn zeroed / masked filters of ``source`` into a physically smaller saved model."""
+    from edgeprune import saving
+    from edgeprune.materialize import apply_torch_prune_masks, materialize
+
+    check_writable(out, force=force)
+    loaded = load_source(source)
+    apply_torch_prune_masks(loaded.model)
+    bundle = _data(data, loaded.input_shape, batch_size, 0, progress)
+    example = _example(bundle, loaded.input_shape)
+    calibration = None
+    if bundle is not None:
+        from edgeprune.data import calibration_batches as calib_batches
+
+        calibration = calib_batches(bundle, 4, batch_size, split="val")
+    before = _accuracy(loaded.model, bundle, progress) if evaluate else None
+    result = materialize(loaded.model, example, constant_channels=constant_channels,
+                         tolerance=tolerance, calibration=calibration)
+    after = _accuracy(result.model, bundle, progress) if evaluate else None
+    record = {"job": "materialize", "source": source.spec, "data": data,
+              "parity_inputs": "real data (val split)" if bundle is not None else
+              "random example inputs (pass --data for real inputs)",
+              **result.to_dict(), "accuracy_before": before, "accuracy_after": after}
+    path = saving.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
+                       history=loaded.history + list(result.history),
+                       extra={"materialize": record}, force=force)
+    return {"out": str(path), **record}
