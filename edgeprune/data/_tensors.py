@@ -2,7 +2,8 @@
 
 Images are held at their native size as ``uint8`` (small and exact); each access turns them into
 float, converts channels, resizes with bilinear interpolation and normalises. When the adapted
-data set is small (under ``CACHE_LIMIT_BYTES``) it is computed once and indexed from then on.
+data set is small (under ``CACHE_LIMIT_BYTES``) it is computed once, on first use, and indexed
+from then on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from edgeprune.errors import DataSpecError
 
-CACHE_LIMIT_BYTES = 256 * 2**20
+CACHE_LIMIT_BYTES = 128 * 2**20
 # ITU-R BT.601 luma weights: the usual RGB -> grey conversion (PIL's "L" mode uses them too)
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -98,17 +99,22 @@ class CachedImageDataset(Dataset):
         self.labels = labels.to(torch.int64)
         self.pipeline = pipeline
         self._ready: Tensor | None = None
-        n_bytes = len(raw) * math.prod(pipeline.out_shape) * 4
-        if n_bytes <= CACHE_LIMIT_BYTES:
-            self._ready = torch.cat([pipeline(chunk) for chunk in raw.split(4096)]) \
-                if len(raw) else torch.empty((0, *pipeline.out_shape))
+        self._cacheable = len(raw) * math.prod(pipeline.out_shape) * 4 <= CACHE_LIMIT_BYTES
+
+    def _adapted(self) -> Tensor | None:
+        """All images adapted once, on first use, when they fit the cache budget."""
+        if self._ready is None and self._cacheable:
+            chunks = [self.pipeline(chunk) for chunk in self.raw.split(4096)]
+            self._ready = torch.cat(chunks) if chunks else torch.empty(0, *self.pipeline.out_shape)
+        return self._ready
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        images = self._ready[idx] if self._ready is not None else self.pipeline(self.raw[idx])
+        ready = self._adapted()
+        images = ready[idx] if ready is not None else self.pipeline(self.raw[idx])
         return images, self.labels[idx]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
