@@ -52,11 +52,19 @@ class Output:
     def __init__(self, format: str = "text") -> None:
         self.format = format
         self.json = format == "json"
+        self._live = sys.stderr.isatty()  # on a terminal, progress rewrites one status line
+        self._status_shown = False
+
+    def _end_status(self) -> None:
+        if self._status_shown:
+            sys.stderr.write("\r\x1b[K")
+            self._status_shown = False
 
     # results -------------------------------------------------------------------------------
     def result(self, data: dict[str, Any],
                render: Callable[[dict[str, Any]], str] | None = None) -> None:
         """Print a command's result: ``data`` as JSON, or ``render(data)`` as text."""
+        self._end_status()
         if self.json:
             sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n")
         else:
@@ -65,23 +73,31 @@ class Output:
         sys.stdout.flush()
 
     def error(self, message: str, kind: str = "Error") -> None:
+        self._end_status()
         if self.json:
             sys.stdout.write(json.dumps({"error": {"type": kind, "message": message}}) + "\n")
         sys.stderr.write(f"edgeprune: error: {message}\n")
 
     # messages and progress (stderr) ------------------------------------------------------------
     def info(self, message: str) -> None:
+        self._end_status()
         sys.stderr.write(message + "\n")
 
     def warn(self, message: str) -> None:
+        self._end_status()
         sys.stderr.write(f"edgeprune: warning: {message}\n")
 
     def progress(self, event: dict[str, Any]) -> None:
         """Default progress callback for library functions: ``{"stage": ..., "message": ...}``."""
-        msg = event.get("message") or event.get("stage", "")
-        if msg:
+        msg = event.get("message")
+        if not msg:
+            return
+        if self._live:
+            sys.stderr.write(f"\r\x1b[K  {str(msg)[:150]}")
+            self._status_shown = True
+        else:
             sys.stderr.write(f"  {msg}\n")
-            sys.stderr.flush()
+        sys.stderr.flush()
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
