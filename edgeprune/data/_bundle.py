@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,10 @@ def load_data(
                              hint="drop the normalization option, or normalise in the factory")
         return _from_factory(parsed, requested, batch_size, seed, num_workers)
     if parsed.kind == "builtin":
-        entry = BUILTINS[parsed.target]
+        entry = BUILTINS.get(parsed.target)
+        if entry is None:
+            raise DataSpecError(f"unknown built-in data set {parsed.target!r}",
+                                hint="choose one of " + ", ".join(f"builtin:{n}" for n in BUILTINS))
         images, labels = read_builtin(parsed.target)
         raw = RawSplits(images, labels, None, None, entry.class_names, "")
         scale, auto_stats = entry.scale, (entry.mean, entry.std)
@@ -138,7 +142,7 @@ def _check_args(input_shape: Sequence[int | None] | None, batch_size: int, val_f
                          hint="use auto, dataset, imagenet, none or a (mean, std) pair")
     if input_shape is None:
         return None
-    dims = list(input_shape)
+    dims = [d if d is None or not isinstance(d, numbers.Integral) else int(d) for d in input_shape]
     if len(dims) == 4:
         dims = dims[1:]
     if len(dims) != 3 or any(d is not None and (not isinstance(d, int) or d < 1) for d in dims):
