@@ -19,6 +19,16 @@ _EXPORTS: dict[str, str] = {
     "ModelSpec": "edgeprune.models",
     "save": "edgeprune.saving",
     "load": "edgeprune.saving",
+    "load_data": "edgeprune.data",
+    "evaluate": "edgeprune.evaluate",
+    "prune": "edgeprune.prune",
+    "PruneConfig": "edgeprune.prune",
+    "materialize": "edgeprune.materialize",
+    "export_onnx": "edgeprune.export",
+    "measure": "edgeprune.measure",
+    "MeasureSettings": "edgeprune.measure",
+    "load_target": "edgeprune.targets",
+    "load_profile": "edgeprune.profiles",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
