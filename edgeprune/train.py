@@ -447,6 +447,9 @@ def finetune(
                 if on_epoch_end is not None and on_epoch_end(epoch, model):
                     _apply_freeze(model, trainable)  # pruning replaces parameters
                     optimizer = _make_optimizer(model, recipe)
+                    # earlier epochs trained another architecture: best and patience restart
+                    state.best_epoch, state.best_top1, state.best_weights = 0, -1.0, None
+                    state.stale_epochs = 0
                 record = _validate_epoch(model, val_loader, recipe, record)
                 _update(state, record, model, recipe)
                 emit({"stage": "finetune", "event": "epoch", **record.to_dict(),

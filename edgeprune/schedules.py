@@ -1,0 +1,565 @@
+"""Pruning pipelines: when to prune relative to training, and how pruned weights may recover.
+
+One entry, :func:`run_schedule`, runs a schedule registered by name (:func:`register_schedule`):
+
+- ``oneshot``: prune once to the config's ratio, then fine-tune for ``epochs``.
+- ``iterative``: N rounds (``prune_config.iterative_steps``, 3 when it is 1) of "prune a little,
+  fine-tune": after round r the model has lost ``ratio × r / N`` of its original channels; the
+  ``epochs`` are shared out over the rounds. Channels are re-scored on the fine-tuned weights
+  before every round, so a channel that became useful during fine-tuning is spared.
+- ``during-training``: train for ``epochs``; at N epochs spread over the run the model is pruned a
+  step further while training continues (the optimizer is rebuilt for the smaller tensors).
+- ``retrain``: prune the architecture, re-initialise every module that has ``reset_parameters()``
+  and train the smaller network from scratch (Liu et al. 2019 ask whether pruned weights matter).
+- ``soft``: Soft Filter Pruning (He et al. 2018). After every epoch the lowest-L2 filters of each
+  channel group are set to zero but keep training (they get gradients and may grow back); after
+  the last epoch the lowest filters are zeroed once more, with their BatchNorm scale and shift,
+  and only those — now dead — channels are removed for good through
+  :func:`edgeprune.materialize.materialize`, which checks the outputs did not change.
+  Coupled layers (residual partners, downsample paths) are zeroed together, per channel group.
+  BatchNorm is left alone while training: a zero scale would stop the gradient to the filter and
+  no zeroed filter could ever recover.
+
+Every schedule returns a :class:`ScheduleResult` with the accuracy before, right after pruning
+(where a pruned-but-untrained model exists) and at the end. :func:`compare_soft_hard` runs
+``soft`` and ``oneshot`` at the same ratio and epochs and returns both accuracies.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeprune import engine
+from edgeprune.errors import ConfigError, UsageError
+from edgeprune.evaluate import EvalResult, evaluate
+from edgeprune.prune import PruneConfig, PruneResult, prune, round_kept
+from edgeprune.stats import count_macs, count_params
+from edgeprune.train import FinetuneResult, Recipe, finetune, get_recipe
+
+__all__ = [
+    "ScheduleResult",
+    "SoftFilterPruning",
+    "SoftHardComparison",
+    "compare_soft_hard",
+    "get_schedule",
+    "list_schedules",
+    "pruned_layers",
+    "register_schedule",
+    "reinitialize",
+    "run_schedule",
+]
+
+Progress = Callable[[dict[str, Any]], None]
+Inputs = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
+_CONV = nn.modules.conv._ConvNd
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    """The pruned, trained model and the figures of the run; ``to_dict()`` is all but the model.
+
+    ``history`` replays the final architecture on the unpruned one (``engine.replay``);
+    ``phases`` lists what each step did (prune facts, fine-tune histories) in order.
+    """
+
+    schedule: str
+    model: nn.Module
+    before: EvalResult
+    pruned: EvalResult | None  # right after pruning, before any training (None: no such point)
+    after: EvalResult
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    epochs: int
+    history: tuple[Mapping[str, Any], ...]
+    pruned_layers: tuple[str, ...]
+    phases: tuple[Mapping[str, Any], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule,
+            "accuracy_before": self.before.to_dict(),
+            "accuracy_pruned": self.pruned.to_dict() if self.pruned else None,
+            "accuracy_after": self.after.to_dict(),
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "params_removed_ratio": 1 - self.params_after / self.params_before
+            if self.params_before else 0.0,
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "epochs": self.epochs,
+            "history": [dict(s) for s in self.history],
+            "pruned_layers": list(self.pruned_layers),
+            "phases": [dict(p) for p in self.phases],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class _Run:
+    """Everything a schedule function needs; built by :func:`run_schedule`."""
+
+    model: nn.Module
+    bundle: Any
+    config: PruneConfig
+    recipe: Recipe
+    epochs: int
+    example_inputs: Inputs
+    emit: Progress
+    checkpoint_dir: Path | None
+    name: str
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _calibration: list[torch.Tensor] | None = None
+    _labeled: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def ckpt(self, phase: str) -> Path | None:
+        return self.checkpoint_dir / phase if self.checkpoint_dir is not None else None
+
+    def prune(self, model: nn.Module, config: PruneConfig, *, inplace: bool = False
+              ) -> PruneResult:
+        """Prune with the config's criterion, feeding it real data when it needs some."""
+        calibration = labeled = None
+        if config.criterion == "activation":
+            if self._calibration is None:
+                from edgeprune.data import calibration_batches
+
+                self._calibration = calibration_batches(self.bundle, 8, 32, split="train",
+                                                        seed=config.seed)
+            calibration = self._calibration
+        if config.criterion == "taylor":
+            if self._labeled is None:
+                self._labeled = _first_batches(self.bundle.train, 4)
+            labeled = self._labeled
+        result = prune(model, self.example_inputs, config, calibration=calibration,
+                       labeled=labeled, inplace=inplace)
+        self.notes.extend(n for n in result.notes if n not in self.notes)
+        facts = result.to_dict()
+        for key in ("widths_before", "widths_after", "history"):
+            facts.pop(key, None)
+        self.phases.append({"phase": "prune", **facts})
+        self.emit({"stage": "schedule", "event": "prune", "schedule": self.name,
+                   "params": result.params_after,
+                   "message": f"pruned: {result.params_before:,} → {result.params_after:,} "
+                   "parameters"})
+        return result
+
+    def finetune(self, model: nn.Module, recipe: Recipe, phase: str, *,
+                 teacher: nn.Module | None = None, layers: Sequence[str] = (),
+                 hook: Any = None) -> FinetuneResult:
+        if recipe.distill and teacher is None:
+            teacher = self.model  # the unpruned input model
+        result = finetune(model, self.bundle.train, self.bundle.val, recipe,
+                          teacher=teacher if recipe.distill else None,
+                          pruned_layers=layers or None, checkpoint_dir=self.ckpt(phase),
+                          progress=self.emit, on_epoch_end=hook)
+        self.phases.append({"phase": phase, **result.to_dict()})
+        return result
+
+    def evaluate(self, model: nn.Module) -> EvalResult:
+        return evaluate(model, self.bundle.val, progress=self.emit)
+
+
+ScheduleFn = Callable[[_Run], tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]]
+_SCHEDULES: dict[str, ScheduleFn] = {}
+
+
+def register_schedule(name: str) -> Callable[[ScheduleFn], ScheduleFn]:
+    """Register a schedule function ``(run) -> (model, pruned_eval, history, pruned_layers)``."""
+
+    def decorator(fn: ScheduleFn) -> ScheduleFn:
+        if name in _SCHEDULES:
+            warnings.warn(f"schedule {name!r} registered again; the new one wins",
+                          RuntimeWarning, stacklevel=2)
+        _SCHEDULES[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_schedule(name: str) -> ScheduleFn:
+    fn = _SCHEDULES.get(name)
+    if fn is None:
+        close = difflib.get_close_matches(name, list(_SCHEDULES), n=1, cutoff=0.5)
+        raise ConfigError(f"unknown schedule {name!r}",
+                          hint=f"did you mean {close[0]!r}?" if close
+                          else f"use one of: {', '.join(list_schedules())}")
+    return fn
+
+
+def list_schedules() -> list[str]:
+    return sorted(_SCHEDULES)
+
+
+def run_schedule(
+    model: nn.Module,
+    data_bundle: Any,
+    schedule_name: str,
+    prune_config: PruneConfig,
+    recipe: Recipe | str,
+    *,
+    epochs: int,
+    example_inputs: Inputs,
+    progress: Progress | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+) -> ScheduleResult:
+    """Run the schedule ``schedule_name`` on a copy of ``model`` (the input is left untouched).
+
+    ``epochs`` is the training the schedule spends in total (shared out over the rounds of
+    ``iterative``). ``recipe`` (a :class:`~edgeprune.train.Recipe` or a registered name) says
+    how each training phase runs; its own ``epochs`` is replaced. ``progress`` receives the
+    fine-tune and evaluate events plus ``{"stage": "schedule", ...}`` ones. With
+    ``checkpoint_dir`` every training phase checkpoints into a subdirectory and an interrupted
+    run started again with the same arguments resumes (pruning is deterministic and redone).
+    """
+    fn = get_schedule(schedule_name)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UsageError(f"epochs must be a positive integer, not {epochs!r}",
+                         hint="pass e.g. epochs=2")
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    emit = progress or (lambda _event: None)
+    model.eval()
+    run = _Run(model=model, bundle=data_bundle, config=prune_config, recipe=recipe,
+               epochs=epochs, example_inputs=example_inputs, emit=emit,
+               checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+               name=schedule_name)
+    emit({"stage": "schedule", "event": "start", "schedule": schedule_name, "epochs": epochs,
+          "message": f"schedule {schedule_name}: {epochs} epochs, ratio {prune_config.ratio}"})
+    before = run.evaluate(model)
+    params_before, macs_before = count_params(model), count_macs(model, example_inputs)
+    final, pruned_eval, history, layers = fn(run)
+    after = run.evaluate(final)
+    emit({"stage": "schedule", "event": "done", "schedule": schedule_name, "top1": after.top1,
+          "message": f"{schedule_name}: top-1 {before.top1:.2%} → {after.top1:.2%}"})
+    return ScheduleResult(
+        schedule=schedule_name, model=final, before=before, pruned=pruned_eval, after=after,
+        params_before=params_before, params_after=count_params(final), macs_before=macs_before,
+        macs_after=count_macs(final, example_inputs), epochs=epochs,
+        history=tuple(history), pruned_layers=tuple(layers), phases=tuple(run.phases),
+        notes=tuple(run.notes))
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def pruned_layers(result: PruneResult) -> tuple[str, ...]:
+    """Every layer of the channel groups that lost channels: the roots, their BatchNorms and the
+    consumers whose inputs shrank — what the ``partial`` recipe unfreezes."""
+    names = {name for g in result.groups if g.removed for name in g.layers}
+    return tuple(sorted(names))
+
+
+def reinitialize(model: nn.Module) -> int:
+    """Call ``reset_parameters()`` on every module that has it; returns how many did."""
+    count = 0
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+            count += 1
+    return count
+
+
+def _first_batches(loader: Any, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    batches = []
+    for index, batch in enumerate(loader):
+        if index >= n:
+            break
+        batches.append((batch[0], batch[1]))
+    return batches
+
+
+def _rounds(run: _Run) -> int:
+    steps = run.config.iterative_steps
+    return max(1, min(steps if steps > 1 else 3, run.epochs))
+
+
+def _split_epochs(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i >= parts - extra else 0) for i in range(parts)]
+
+
+def _step_config(config: PruneConfig, step: int, steps: int) -> PruneConfig:
+    """The config for one step of a schedule that reaches ``config`` after ``steps`` steps.
+
+    After step s a group has lost ``ratio × s / steps`` of its original channels, so the ratio
+    relative to the channels left before the step is ``1 - (1 - r·s/S) / (1 - r·(s-1)/S)``.
+    """
+
+    def rel(ratio: float) -> float:
+        done, goal = ratio * (step - 1) / steps, ratio * step / steps
+        return max(0.0, 1 - (1 - goal) / (1 - done)) if done < 1 else 0.0
+
+    ratios = ({k: rel(v) for k, v in config.layer_ratios.items()}
+              if config.layer_ratios else None)
+    return replace(config, ratio=rel(config.ratio), layer_ratios=ratios, iterative_steps=1)
+
+
+def _phase_recipe(run: _Run, epochs: int) -> Recipe:
+    return replace(run.recipe, epochs=epochs)
+
+
+# --- the schedules -----------------------------------------------------------------------------
+
+
+@register_schedule("oneshot")
+def _oneshot(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]:
+    result = run.prune(run.model, replace(run.config, iterative_steps=1))
+    pruned_eval = run.evaluate(result.model)
+    layers = pruned_layers(result)
+    run.finetune(result.model, _phase_recipe(run, run.epochs), "finetune", layers=layers)
+    return result.model, pruned_eval, list(result.history), layers
+
+
+@register_schedule("iterative")
+def _iterative(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]:
+    rounds = _rounds(run)
+    model, history, layers = run.model, [], set()
+    first_pruned: EvalResult | None = None
+    for step, epochs in enumerate(_split_epochs(run.epochs, rounds), start=1):
+        result = run.prune(model, _step_config(run.config, step, rounds))
+        model = result.model
+        if first_pruned is None:
+            first_pruned = run.evaluate(model)
+        history.extend(result.history)
+        step_layers = pruned_layers(result)
+        layers |= set(step_layers)
+        run.emit({"stage": "schedule", "event": "round", "round": step, "rounds": rounds,
+                  "message": f"round {step}/{rounds}: fine-tuning {epochs} epoch(s)"})
+        run.finetune(model, _phase_recipe(run, epochs), f"round-{step}", layers=sorted(layers))
+    return model, first_pruned, history, tuple(sorted(layers))
+
+
+class _PruneAtEpochs:
+    """Epoch hook of ``during-training``: prune a step further after the chosen epochs."""
+
+    def __init__(self, run: _Run, at: Sequence[int]) -> None:
+        self.run = run
+        self.at = list(at)
+        self.history: list[dict[str, Any]] = []
+        self.layers: set[str] = set()
+
+    def __call__(self, epoch: int, model: nn.Module) -> bool:
+        if epoch not in self.at:
+            return False
+        step = self.at.index(epoch) + 1
+        result = self.run.prune(model, _step_config(self.run.config, step, len(self.at)),
+                                inplace=True)
+        self.history.extend(dict(s) for s in result.history)
+        self.layers |= set(pruned_layers(result))
+        return True
+
+    def state(self) -> dict[str, Any]:
+        return {"history": self.history, "layers": sorted(self.layers)}
+
+    def restore(self, state: Mapping[str, Any], model: nn.Module) -> None:
+        self.history = [dict(s) for s in state.get("history", [])]
+        self.layers = set(state.get("layers", []))
+        if self.history:
+            engine.replay(model, self.run.example_inputs, self.history)
+
+
+def prune_epochs(epochs: int, steps: int) -> list[int]:
+    """Epochs after which ``during-training`` prunes: spread over the run, never the last one
+    (the last epoch always trains the final architecture)."""
+    if epochs < 2:
+        return [1]
+    picks = {min(epochs - 1, max(1, round(k * epochs / (steps + 1)))) for k in
+             range(1, steps + 1)}
+    return sorted(picks)
+
+
+@register_schedule("during-training")
+def _during(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]:
+    model = copy.deepcopy(run.model)
+    at = prune_epochs(run.epochs, _rounds(run))
+    hook = _PruneAtEpochs(run, at)
+    run.emit({"stage": "schedule", "event": "plan", "prune_after_epochs": at,
+              "message": f"pruning after epoch(s) {', '.join(map(str, at))} of {run.epochs}"})
+    recipe = _phase_recipe(run, run.epochs)
+    if recipe.trainable != "all":
+        raise UsageError("during-training trains the whole network",
+                         hint="use a recipe with trainable = 'all' (e.g. full or distill)")
+    run.finetune(model, recipe, "train", hook=hook)
+    return model, None, hook.history, tuple(sorted(hook.layers))
+
+
+@register_schedule("retrain")
+def _retrain(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]:
+    result = run.prune(run.model, replace(run.config, iterative_steps=1))
+    model = result.model
+    torch.manual_seed(run.recipe.seed)
+    count = reinitialize(model)
+    run.notes.append(f"re-initialised {count} modules (reset_parameters) after pruning")
+    pruned_eval = run.evaluate(model)
+    recipe = _phase_recipe(run, run.epochs)
+    if recipe.trainable != "all":
+        raise UsageError("retrain trains the re-initialised network from scratch",
+                         hint="use a recipe with trainable = 'all' (e.g. full)")
+    run.finetune(model, recipe, "retrain")
+    return model, pruned_eval, list(result.history), pruned_layers(result)
+
+
+# --- soft filter pruning -----------------------------------------------------------------------
+
+
+class SoftFilterPruning:
+    """Zero the lowest-L2 filters of each channel group at a rate, keep them trainable.
+
+    Build it on the model to be trained; it is the :class:`~edgeprune.train.EpochHook` that
+    ``finetune`` calls after every epoch. Scores are the L2 norm of a channel's filters over all
+    the group's producing conv/linear layers (so residual partners are scored and zeroed
+    together). :meth:`finalize` zeroes once more, the BatchNorm scale/shift included, so the
+    selected channels are dead and removing them is exact.
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Inputs, config: PruneConfig) -> None:
+        if config.scope != "uniform":
+            raise UsageError("soft filter pruning zeroes filters per layer (scope 'uniform')",
+                             hint="set scope = 'uniform' in the prune config")
+        from edgeprune.prune import _plan  # the one place that maps config names to groups
+
+        graph = engine.build_graph(model, example_inputs, ignored_layers=config.ignored_layers)
+        tracks = _plan(model, graph, config)
+        self.config = config
+        self.groups = [g for g in engine.channel_groups(graph)
+                       if g.root in tracks and tracks[g.root].ratio > 0]
+        self.n_zero = {g.root: self._count(g.size, tracks[g.root].ratio) for g in self.groups}
+        self.zeroed: dict[str, list[int]] = {}
+
+    def _count(self, size: int, ratio: float) -> int:
+        removed = math.floor(size * ratio + 1e-9)
+        kept = max(size - removed, min(self.config.min_channels, size))
+        return size - round_kept(kept, size, self.config.round_to)
+
+    def __call__(self, epoch: int, model: nn.Module) -> bool:
+        self.zero(include_norms=False)
+        return False
+
+    def state(self) -> dict[str, Any]:
+        return {"zeroed": self.zeroed}
+
+    def restore(self, state: Mapping[str, Any], model: nn.Module) -> None:
+        self.zeroed = {k: list(v) for k, v in state.get("zeroed", {}).items()}
+
+    def zero(self, *, include_norms: bool) -> dict[str, list[int]]:
+        """Zero the lowest-L2 channels of every group; returns root → channels zeroed."""
+        with torch.no_grad():
+            for group in self.groups:
+                n = self.n_zero[group.root]
+                if n <= 0:
+                    continue
+                scores = self.scores(group)
+                chosen = sorted(int(i) for i in torch.argsort(scores, stable=True)[:n])
+                for member in group.members:
+                    _zero_member(member, chosen, include_norms=include_norms)
+                self.zeroed[group.root] = chosen
+        return dict(self.zeroed)
+
+    def finalize(self) -> dict[str, list[int]]:
+        return self.zero(include_norms=True)
+
+    @staticmethod
+    def scores(group: engine.ChannelGroup) -> torch.Tensor:
+        total = torch.zeros(group.size)
+        for member, rows in group.weights():
+            if member.dim == "out" and isinstance(member.module, (_CONV, nn.Linear)):
+                total += rows.float().pow(2).sum(dim=1)
+                bias = getattr(member.module, "bias", None)
+                if isinstance(bias, torch.Tensor):
+                    picked = bias.detach().index_select(0, torch.tensor(member.idxs))
+                    total.index_add_(0, torch.tensor(member.root_idxs), picked.float().pow(2))
+        return total.sqrt()
+
+
+def _zero_member(member: engine.Member, channels: Sequence[int], *, include_norms: bool) -> None:
+    module = member.module
+    if member.dim != "out":
+        return
+    wanted = set(channels)
+    idxs = [i for i, r in zip(member.idxs, member.root_idxs, strict=True) if r in wanted]
+    if not idxs:
+        return
+    index = torch.tensor(idxs, dtype=torch.long)
+    if isinstance(module, (_CONV, nn.Linear)):
+        transposed = bool(getattr(module, "transposed", False))
+        module.weight.index_fill_(1 if transposed else 0, index, 0.0)
+        if module.bias is not None:
+            module.bias.index_fill_(0, index, 0.0)
+    elif include_norms and isinstance(module, _BN) and module.affine:
+        module.weight.index_fill_(0, index, 0.0)
+        module.bias.index_fill_(0, index, 0.0)
+
+
+@register_schedule("soft")
+def _soft(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]:
+    from edgeprune.materialize import materialize
+
+    model = copy.deepcopy(run.model)
+    sfp = SoftFilterPruning(model, run.example_inputs, run.config)
+    recipe = _phase_recipe(run, run.epochs)
+    if recipe.trainable != "all":
+        raise UsageError("soft filter pruning trains every filter",
+                         hint="use a recipe with trainable = 'all' (e.g. full or distill)")
+    run.finetune(model, recipe, "soft", hook=sfp)
+    zeroed = sfp.finalize()
+    from edgeprune.data import calibration_batches
+
+    calibration = calibration_batches(run.bundle, 4, 32, split="val", seed=run.config.seed)
+    result = materialize(model, run.example_inputs, calibration=calibration)
+    expected = {root: len(ch) for root, ch in zeroed.items() if ch}
+    run.phases.append({"phase": "materialize", "zeroed": {k: len(v) for k, v in zeroed.items()},
+                       **result.to_dict()})
+    if {k: v for k, v in result.removed.items() if v} != expected:
+        run.notes.append(f"materialize removed {result.removed}, soft pruning zeroed {expected}")
+    layers = tuple(sorted({m.name for g in sfp.groups for m in g.members
+                           if zeroed.get(g.root)}))
+    return result.model, None, list(result.history), layers
+
+
+# --- soft vs hard ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SoftHardComparison:
+    """Soft filter pruning and one-shot hard pruning at the same ratio and training budget."""
+
+    soft: ScheduleResult
+    hard: ScheduleResult
+
+    def to_dict(self) -> dict[str, Any]:
+        def brief(r: ScheduleResult) -> dict[str, Any]:
+            return {"top1_before": r.before.top1, "top1_after": r.after.top1,
+                    "params_after": r.params_after, "macs_after": r.macs_after}
+
+        return {"soft": brief(self.soft),
+                "hard": brief(self.hard),
+                "soft_minus_hard_top1": self.soft.after.top1 - self.hard.after.top1}
+
+
+def compare_soft_hard(model: nn.Module, data_bundle: Any, prune_config: PruneConfig,
+                      recipe: Recipe | str, *, epochs: int, example_inputs: Inputs,
+                      progress: Progress | None = None) -> SoftHardComparison:
+    """Run ``soft`` and ``oneshot`` from the same trained model; return both results."""
+    soft = run_schedule(model, data_bundle, "soft", prune_config, recipe, epochs=epochs,
+                        example_inputs=example_inputs, progress=progress)
+    hard = run_schedule(model, data_bundle, "oneshot", prune_config, recipe, epochs=epochs,
+                        example_inputs=example_inputs, progress=progress)
+    return SoftHardComparison(soft=soft, hard=hard)
