@@ -320,6 +320,7 @@ def gate(
     settings: Any = None,
     profile: Any = None,
     input_shape: Sequence[int] | None = None,
+    strict: bool = False,
     progress: Progress | None = None,
 ) -> GateResult:
     """Check ``budgets`` on every artifact; measure on ``target`` when one is given.
@@ -329,6 +330,7 @@ def gate(
     :class:`Tolerance` or a percentage for every metric. ``settings`` are the
     :class:`~edgeprune.measure.MeasureSettings` (default: 50 runs after 10 warm-up);
     ``input_shape`` fills dynamic input dims (default: the profile's ``input_shape``).
+    ``strict`` turns every skipped check into a failure (a CI that must check everything).
 
     Unreadable artifacts raise before anything is measured; exceeded budgets do not raise.
     """
@@ -367,6 +369,10 @@ def gate(
         checks += _budget_checks(m, budgets, target is not None, reference_metrics)
         if base is not None:
             checks += _regression_checks(m, _match(m, metrics, base), tol)
+    if strict:
+        checks = [dataclasses.replace(c, status="fail", reason=f"{c.artifact}: {c.budget} not "
+                                      f"checked, {c.reason} (--strict)")
+                  if c.status == "skipped" else c for c in checks]
     for m in metrics:
         if m.measurement and m.measurement.get("noisy"):
             notes.append(f"{m.name}: noisy measurement (CV {m.measurement['cv']:.1%}); latency "
