@@ -64,7 +64,8 @@ def test_one_off_ssh_target(sshd: SSHServer, known_hosts: Path, model: Path,
     assert data["error"]["type"] == "HostKeyError"
     errors = [ln for ln in err.splitlines() if ln.startswith("edgeprune: error:")]
     assert len(errors) == 1 and "SHA256:" in errors[0] and "--accept-new-host-key" in errors[0]
-    assert main([*base, "--known-hosts", str(fresh), "--accept-new-host-key"]) == 0
+    # --no-cache: a cached result would answer without connecting at all
+    assert main([*base, "--known-hosts", str(fresh), "--accept-new-host-key", "--no-cache"]) == 0
     assert f"[127.0.0.1]:{sshd.port}" in fresh.read_text()
 
 
