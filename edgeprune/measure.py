@@ -174,20 +174,60 @@ class MeasureResult:
 # --- artifacts ---------------------------------------------------------------------------------
 
 
-def _artifact_for(model_arg: str | os.PathLike[str], **_: Any) -> Path:
+def _artifact_for(model_arg: str | os.PathLike[str], *, weights: str | None = None,
+                  input_shape: Sequence[int] | None = None,
+                  progress: Progress | None = None) -> Path:
     """Resolve the MODEL argument to an artifact file the runner can load.
 
-    The hook where exporting on the fly will plug in (a model spec or a pruned run directory ->
-    ``edgeprune.export.export_onnx(...)``). Today only ready artifacts are accepted.
+    ``.onnx``/``.tflite`` files are used as they are. A model spec or a pruned model directory
+    is exported to ONNX on the fly (checked against PyTorch) into the local cache, keyed by the
+    spec, the weights' content and the input shape, so a second measure reuses the export.
     """
     path = Path(model_arg).expanduser()
     if path.suffix.lower() in ARTIFACT_SUFFIXES:
         if not path.is_file():
             raise NotFoundError(f"artifact {str(path)!r} does not exist", hint="check the path")
         return path
-    raise UsageError(f"{str(model_arg)!r} is not an .onnx or .tflite file",
-                     hint="export the model first (edgeprune export --format onnx ...) and "
-                     "measure the exported file")
+    return _export_on_the_fly(str(model_arg), weights, input_shape, progress)
+
+
+def _export_on_the_fly(spec: str, weights: str | None, input_shape: Sequence[int] | None,
+                       progress: Progress | None) -> Path:
+    import hashlib
+
+    from edgeprune import models, saving
+    from edgeprune.export import export_onnx
+
+    try:
+        models.parse_model_spec(spec)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{spec!r} is neither an .onnx/.tflite file nor a model spec ({exc})",
+                         hint="pass an exported artifact, a pruned model directory or a spec "
+                         "such as builtin:mnist-cnn") from None
+    digest = hashlib.sha256(spec.encode())
+    if saving.is_pruned_dir(spec):
+        digest.update(saving.read_manifest(spec).weights_sha256.encode())
+    if weights:
+        digest.update(Path(weights).read_bytes())
+    model = models.load_model(spec, weights=weights)
+    shape = tuple(input_shape or models.default_input_shape(model)
+                  or models.default_input_shape(spec) or ())
+    if not shape:
+        raise UsageError(f"cannot tell the input shape of {spec!r}",
+                         hint="pass --input-shape N,C,H,W")
+    digest.update(repr(shape).encode())
+    out = cache_dir() / "exports" / f"{digest.hexdigest()[:20]}.onnx"
+    if out.is_file():
+        return out
+    import torch
+
+    if progress:
+        progress({"stage": "export", "message": f"exporting {spec} to ONNX {shape}"})
+    example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    export_onnx(model, example, out, force=True)
+    return out
 
 
 def artifact_files(path: Path) -> list[Path]:
@@ -262,7 +302,7 @@ def measure(
     """Measure ``artifact`` (.onnx/.tflite) on ``target``; see the module docstring."""
     started = time.monotonic()
     settings = _with_profile_defaults(settings or MeasureSettings(), target, profile)
-    path = _artifact_for(artifact)
+    path = _artifact_for(artifact, progress=progress)
     files = artifact_files(path)
     digest = _digest(files)
     size = sum(f.stat().st_size for f in files)

@@ -18,7 +18,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "creation and first-run time, and device facts. Progress goes to stderr.",
         epilog="Exit codes: 0 ok, 1 error (unreachable, auth, host key, runtime missing, out of "
         "memory, ...), 2 usage.")
-    p.add_argument("model", metavar="MODEL", help="an .onnx (with its .data file) or .tflite file")
+    p.add_argument("model", metavar="MODEL",
+                   help="an .onnx (with its .data file) or .tflite file; a model spec or pruned "
+                   "model directory is exported to ONNX on the fly (cached)")
+    p.add_argument("--weights", metavar="FILE", help="state dict for a model spec MODEL")
     add_target_options(p)
     g = p.add_argument_group("measurement")
     g.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
@@ -47,7 +50,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune.measure import MeasureSettings, _artifact_for, measure
     from edgeprune.profiles import load_profile
 
-    artifact = _artifact_for(args.model)
+    plain = [s for s in args.input_shape if "=" not in s]
+    export_shape = tuple(int(d) for d in plain[0].replace(",", "x").split("x")) if plain else None
+    artifact = _artifact_for(args.model, weights=args.weights, input_shape=export_shape,
+                             progress=out.progress)
     target = target_from_args(args)
     profile = None
     if target.profile:
