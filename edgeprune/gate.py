@@ -406,7 +406,8 @@ def _static(path: Path, shape: tuple[int, ...] | None,
     if suffix == ".onnx":
         return _static_onnx(path, shape), None
     if suffix == ".tflite":
-        head = path.read_bytes()[:8]
+        with path.open("rb") as fh:
+            head = fh.read(8)
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise ArtifactError(f"{str(path)!r} is not a TFLite model (no TFL3 identifier)",
                                 hint="re-export it with edgeprune export --format tflite")
