@@ -54,7 +54,9 @@ __all__ = [
     "compare_soft_hard",
     "get_schedule",
     "list_schedules",
+    "prune_epochs",
     "pruned_layers",
+    "pruned_layers_from_history",
     "register_schedule",
     "reinitialize",
     "run_schedule",
@@ -563,3 +565,16 @@ def compare_soft_hard(model: nn.Module, data_bundle: Any, prune_config: PruneCon
     hard = run_schedule(model, data_bundle, "oneshot", prune_config, recipe, epochs=epochs,
                         example_inputs=example_inputs, progress=progress)
     return SoftHardComparison(soft=soft, hard=hard)
+
+
+def pruned_layers_from_history(model: nn.Module, example_inputs: Inputs,
+                               history: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The layers of a pruned model's groups whose roots a pruning history names (what the
+    ``partial`` recipe unfreezes for a model loaded from a pruned directory)."""
+    roots = {str(step.get("root")) for step in history}
+    if not roots:
+        return ()
+    graph = engine.build_graph(model, example_inputs)
+    names = {m.name for g in engine.channel_groups(graph)
+             if g.root in roots or any(m.name in roots for m in g.members) for m in g.members}
+    return tuple(sorted(names))
