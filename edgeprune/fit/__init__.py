@@ -1,0 +1,19 @@
+"""``fit``: prune a trained model until it meets a device's budgets, measured on the device.
+
+The public surface of the package; the machinery lives in the private modules next to this one:
+``_settings`` (what a run is asked to do, budgets), ``_rundir`` (files and resumable state),
+``_candidates`` (prune, fine-tune, export, measure one candidate) and ``_loop`` (the steps).
+Strategies live in :mod:`edgeprune.search`, the report in :mod:`edgeprune.report`.
+"""
+
+from __future__ import annotations
+
+from edgeprune.fit._loop import FitBudgetNotMetError as FitBudgetNotMetError
+from edgeprune.fit._loop import FitResult as FitResult
+from edgeprune.fit._loop import fit as fit
+from edgeprune.fit._loop import resume as resume
+from edgeprune.fit._settings import FitSettings as FitSettings
+from edgeprune.fit._settings import ResolvedBudgets as ResolvedBudgets
+
+__all__ = ["FitBudgetNotMetError", "FitResult", "FitSettings", "ResolvedBudgets", "fit",
+           "resume"]

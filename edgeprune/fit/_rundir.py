@@ -1,0 +1,108 @@
+"""The run directory: every file a fit writes, written atomically, and its resumable state.
+
+Layout::
+
+    OUT/settings.json     exact settings, resolved budgets and versions (torch, onnxruntime, ...)
+    OUT/state.json        progress after the last completed step (what --resume continues from)
+    OUT/models/<id>/      pruned model of every measured candidate (parents and the chosen one)
+    OUT/model/            the chosen pruned model (``edgeprune.load``-able)
+    OUT/model.onnx        its ONNX, exported with the measured input shape
+    OUT/report.json, OUT/candidates.csv, OUT/report.html   rendered by :mod:`edgeprune.report`
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from edgeprune._io import atomic_write_json
+from edgeprune.errors import OutputExistsError, UsageError
+
+STATE_VERSION = 1
+SETTINGS = "settings.json"
+STATE = "state.json"
+
+
+def versions() -> dict[str, str | None]:
+    from edgeprune import __version__
+
+    found: dict[str, str | None] = {"edgeprune": __version__, "python": platform.python_version()}
+    for name in ("torch", "onnxruntime", "onnx", "numpy", "torch_pruning"):
+        try:
+            module = __import__(name)
+            found[name] = str(getattr(module, "__version__", None))
+        except ImportError:
+            found[name] = None
+    return found
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # files -----------------------------------------------------------------------------------
+    @property
+    def settings_file(self) -> Path:
+        return self.path / SETTINGS
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE
+
+    def model_dir(self, cid: str) -> Path:
+        return self.path / "models" / cid
+
+    def onnx_scratch(self, cid: str) -> Path:
+        return self.path / "scratch" / f"{cid}.onnx"
+
+    # settings ----------------------------------------------------------------------------------
+    def read_settings(self) -> dict[str, Any]:
+        if not self.settings_file.is_file():
+            raise UsageError(f"{str(self.path)!r} is not a fit run directory (no {SETTINGS})",
+                             hint="pass the --out directory of an earlier edgeprune fit")
+        return json.loads(self.settings_file.read_text(encoding="utf-8"))
+
+    def start(self, settings: dict[str, Any], *, force: bool) -> bool:
+        """Prepare the directory; True when an earlier run with the same settings resumes.
+
+        ``force`` starts over, discarding an earlier run in the directory.
+        """
+        if self.state_file.is_file() and not force:
+            stored = self.read_settings().get("settings")
+            if stored == settings:
+                return True
+            raise OutputExistsError(
+                f"{str(self.path)!r} holds a fit run with other settings",
+                hint="choose another --out, resume it with --resume DIR, or pass --force "
+                "to start over")
+        elif self.path.exists() and any(self.path.iterdir()) and not force:
+            raise OutputExistsError(f"{str(self.path)!r} exists and is not a fit run directory",
+                                    hint="choose another --out or pass --force")
+        if force and self.path.exists():
+            self._clear()
+        atomic_write_json(self.settings_file, {"settings": settings, "versions": versions()})
+        return False
+
+    def _clear(self) -> None:
+        import shutil
+
+        for name in (STATE, SETTINGS, "report.json", "candidates.csv", "report.html",
+                     "model.onnx", "model.onnx.data"):
+            (self.path / name).unlink(missing_ok=True)
+        for name in ("models", "model", "scratch"):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+
+    # state -------------------------------------------------------------------------------------
+    def read_state(self) -> dict[str, Any] | None:
+        if not self.state_file.is_file():
+            return None
+        state = json.loads(self.state_file.read_text(encoding="utf-8"))
+        if state.get("version") != STATE_VERSION:
+            raise UsageError(f"{self.state_file} has state version {state.get('version')}",
+                             hint="start the run again with --force")
+        return state
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        atomic_write_json(self.state_file, {**state, "version": STATE_VERSION})

@@ -1,0 +1,280 @@
+"""Reports of a fit run, rendered only from the run's data (``settings.json``, ``state.json``).
+
+:func:`render_run` writes ``report.json`` (everything, machine-readable), ``candidates.csv`` (one
+row per candidate) and a self-contained ``report.html`` (plots embedded as base64 PNG: accuracy
+versus measured latency with the Pareto front, the budget and the unpruned model; per-group
+widths; the table of the front; the device facts). :func:`summary_text` is the terminal summary.
+matplotlib is imported lazily, with the Agg backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeprune._io import atomic_write_json, atomic_write_text
+from edgeprune.errors import UsageError
+
+__all__ = ["CSV_COLUMNS", "build_report", "pareto_front", "render_run", "summary_text"]
+
+REPORT_VERSION = 1
+CSV_COLUMNS = ("id", "step", "kind", "parent", "note", "accuracy", "params", "macs",
+               "size_bytes", "measured", "feasible", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+               "cv", "peak_rss_mb", "predicted_latency_ms", "meets_budget", "on_front", "widths",
+               "error")
+
+
+def _read(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    settings_file, state_file = run_dir / "settings.json", run_dir / "state.json"
+    if not state_file.is_file() or not settings_file.is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a fit run directory (no state.json)",
+                         hint="pass the --out directory of an edgeprune fit")
+    return (json.loads(settings_file.read_text(encoding="utf-8")),
+            json.loads(state_file.read_text(encoding="utf-8")))
+
+
+def pareto_front(records: Sequence[dict[str, Any]], latency_key: str) -> list[str]:
+    """Ids of measured, runnable candidates no other beats on both latency and accuracy."""
+    points = [r for r in records if r.get("feasible") and r.get(latency_key) is not None]
+    points.sort(key=lambda r: (r[latency_key], -r["accuracy"]))
+    front: list[str] = []
+    best_acc = -1.0
+    for r in points:
+        if r["accuracy"] > best_acc:
+            front.append(r["id"])
+            best_acc = r["accuracy"]
+    return front
+
+
+def build_report(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    settings_doc, state = _read(run_dir)
+    budgets = state.get("budgets", {})
+    pct = int(budgets.get("latency_percentile", 90))
+    key = f"p{pct}_ms"
+    records = state.get("candidates", [])
+    by_id = {r["id"]: r for r in records}
+    front = pareto_front(records, key)
+    baseline = by_id.get(state.get("baseline_id", ""))
+    final = state.get("final", {})
+    best = by_id.get(final.get("candidate") or "")
+    outcome = state.get("outcome", {"met": None, "reason": "run not finished"})
+    speedup = None
+    if baseline and best and baseline.get(key) and best.get(key):
+        speedup = baseline[key] / best[key]
+    settings = settings_doc.get("settings", {})
+    return {
+        "report_version": REPORT_VERSION,
+        "finished": state.get("phase") == "done",
+        "met": outcome.get("met"),
+        "reason": outcome.get("reason"),
+        "model": settings.get("model"),
+        "data": settings.get("data"),
+        "target": settings.get("target"),
+        "strategy": settings.get("strategy"),
+        "latency_note": f"latency is per batch of {settings.get('measure_batch')} inputs "
+                        f"(ONNX input {final.get('onnx_input_shape')}), judged on p{pct}",
+        "budgets": budgets,
+        "latency_limit_ms": state.get("latency_limit_ms"),
+        "baseline": baseline,
+        "chosen": best,
+        "chosen_id": best["id"] if best else None,
+        "accuracy_before": baseline["accuracy"] if baseline else None,
+        "accuracy_after": final.get("accuracy"),
+        "final_finetuned": final.get("finetuned"),
+        "speedup": speedup,
+        "device_measurements": state.get("device_measurements", 0),
+        "cached_measurements": state.get("cached_measurements", 0),
+        "steps": state.get("step", 0),
+        "wall_s": state.get("elapsed_s"),
+        "groups": state.get("groups", {}),
+        "pareto_front": front,
+        "device": state.get("device", {}),
+        "settings": settings,
+        "versions": settings_doc.get("versions", {}),
+        "candidates": [{**r, "on_front": r["id"] in front} for r in records],
+    }
+
+
+def render_run(run_dir: str | Path) -> dict[str, Any]:
+    """Write report.json, candidates.csv and report.html into ``run_dir``; return the report."""
+    run_dir = Path(run_dir)
+    report = build_report(run_dir)
+    atomic_write_json(run_dir / "report.json", report)
+    atomic_write_text(run_dir / "candidates.csv", _csv(report["candidates"]))
+    atomic_write_text(run_dir / "report.html", _html(report))
+    return report
+
+
+def _csv(records: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in records:
+        row = dict(r)
+        row["widths"] = " ".join(f"{k}={v}" for k, v in r.get("widths", {}).items())
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def trade_off_png(report: dict[str, Any]) -> str:
+    """Accuracy vs measured latency: every candidate, the front, the budget, the unpruned."""
+    plt = _pyplot()
+    pct = int(report["budgets"].get("latency_percentile", 90))
+    key = f"p{pct}_ms"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    measured = [r for r in report["candidates"] if r.get("feasible") and r.get(key)]
+    ax.scatter([r[key] for r in measured], [100 * r["accuracy"] for r in measured],
+               c="#9aa5b1", s=28, label="candidates (short fine-tune)")
+    front = [r for r in measured if r["on_front"]]
+    front.sort(key=lambda r: r[key])
+    ax.plot([r[key] for r in front], [100 * r["accuracy"] for r in front], "-o", c="#1f77b4",
+            ms=6, label="Pareto front")
+    base = report.get("baseline")
+    if base and base.get(key):
+        ax.scatter([base[key]], [100 * base["accuracy"]], marker="*", s=200, c="#d62728",
+                   label="unpruned", zorder=5)
+    chosen = report.get("chosen")
+    if chosen and chosen.get(key) and report.get("accuracy_after") is not None:
+        ax.scatter([chosen[key]], [100 * report["accuracy_after"]], marker="D", s=70,
+                   c="#2ca02c", label="chosen, after final fine-tune", zorder=6)
+    if report.get("latency_limit_ms"):
+        ax.axvline(report["latency_limit_ms"], ls="--", c="#444", label="latency budget")
+    ax.set_xlabel(f"measured p{pct} latency (ms per batch of "
+                  f"{report['settings'].get('measure_batch')})")
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title(f"{report['model']} on {report['target']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def widths_png(report: dict[str, Any]) -> str:
+    plt = _pyplot()
+    groups = report.get("groups", {})
+    chosen = (report.get("chosen") or {}).get("widths", {})
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(7, max(2.0, 0.35 * len(names) + 1)))
+    pos = range(len(names))
+    ax.barh(list(pos), [groups[n] for n in names], color="#d9dee3", label="unpruned")
+    ax.barh(list(pos), [chosen.get(n, 0) for n in names], color="#1f77b4", label="chosen")
+    ax.set_yticks(list(pos), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("output channels of the group's root layer")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# --- html --------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(report: dict[str, Any]) -> str:
+    pct = int(report["budgets"].get("latency_percentile", 90))
+    key = f"p{pct}_ms"
+    by_id = {r["id"]: r for r in report["candidates"]}
+    front_rows = [(r["id"], r["note"], 100 * r["accuracy"], r[key], r.get("peak_rss_mb"),
+                   (r.get("size_bytes") or 0) / 1e6, r["macs"], r["params"], r["meets_budget"])
+                  for r in (by_id[c] for c in report["pareto_front"])]
+    status = "budget met" if report["met"] else f"budget NOT met: {report['reason']}"
+    acc_after = report.get("accuracy_after")
+    summary = [("status", status), ("latency budget (ms)", report.get("latency_limit_ms")),
+               ("speed-up (measured)", report.get("speedup")),
+               ("accuracy before (%)", _pct(report.get("accuracy_before"))),
+               ("accuracy after (%)", _pct(acc_after)),
+               ("device measurements", report["device_measurements"]),
+               ("steps", report["steps"]), ("wall time (s)", report.get("wall_s"))]
+    device = sorted((k, v) for k, v in report.get("device", {}).items()
+                    if not isinstance(v, dict))
+    budget_rows = sorted((k, v) for k, v in report["budgets"].items() if k != "sources")
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>edgeprune fit: {html.escape(str(report['model']))}</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:2px 8px;font-size:90%}th{background:#f3f3f3}</style></head><body>",
+        f"<h1>edgeprune fit — {html.escape(str(report['model']))} on "
+        f"{html.escape(str(report['target']))}</h1>",
+        f"<p>{html.escape(report['latency_note'])}. Strategy: "
+        f"{html.escape(str(report['strategy']))}.</p>",
+        _table(("", ""), summary),
+        f"<h2>Accuracy vs measured latency</h2><img alt='trade-off' "
+        f"src='data:image/png;base64,{trade_off_png(report)}'>",
+        f"<h2>Widths per channel group</h2><img alt='widths' "
+        f"src='data:image/png;base64,{widths_png(report)}'>",
+        "<h2>Pareto front</h2>",
+        _table(("id", "candidate", "top-1 %", f"p{pct} ms", "peak RSS MB", "size MB", "MACs",
+                "params", "meets budget"), front_rows),
+        "<h2>Budgets</h2>", _table(("budget", "value"), budget_rows),
+        "<h2>Device</h2>", _table(("fact", "value"), device),
+        "<h2>Versions</h2>", _table(("package", "version"),
+                                    sorted(report.get("versions", {}).items())),
+        "<p>Every candidate is in candidates.csv and report.json.</p></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    pct = int(report["budgets"].get("latency_percentile", 90))
+    key = f"p{pct}_ms"
+    chosen, base = report.get("chosen") or {}, report.get("baseline") or {}
+    lines = ["budget met" if report["met"] else f"budget NOT met: {report['reason']}"]
+    if base:
+        lines.append(f"  unpruned  top-1 {_fmt(_pct(base.get('accuracy')))}%  "
+                     f"p{pct} {_fmt(base.get(key))} ms")
+    if chosen:
+        lines.append(f"  {'chosen' if report['met'] else 'best'} {chosen['id']}  top-1 "
+                     f"{_fmt(_pct(report.get('accuracy_after')))}%  p{pct} "
+                     f"{_fmt(chosen.get(key))} ms  (budget {_fmt(report.get('latency_limit_ms'))}"
+                     f" ms, speed-up {_fmt(report.get('speedup'))}×)")
+        lines.append("  widths " + ", ".join(f"{k} {report['groups'].get(k)}→{v}"
+                                             for k, v in chosen.get("widths", {}).items()))
+    lines.append(f"  {report['device_measurements']} device measurements, "
+                 f"{len(report['candidates'])} candidates, {report['steps']} steps, "
+                 f"{_fmt(report.get('wall_s'))} s; {report['latency_note']}")
+    return "\n".join(lines)

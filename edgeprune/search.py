@@ -1,0 +1,317 @@
+"""Search strategies for ``fit``: which pruned widths to try next, registered by name.
+
+A strategy never touches the device or the model itself. It asks a :class:`SearchContext`
+(implemented by :mod:`edgeprune.fit`) to *evaluate* widths (prune, short fine-tune, accuracy —
+local and cheap) and to *measure* a candidate (export + device — the cost we minimise), and keeps
+its own progress in a JSON-able ``state`` dict that ``fit`` persists after every step, so a run
+interrupted between steps resumes exactly where it stopped.
+
+Two strategies ship:
+
+- ``uniform``: the baseline. Bisects one ratio applied to every channel group on *measured*
+  latency (one device measurement per step); keeps the smallest ratio that meets the budgets.
+- ``netadapt``: NetAdapt-style greedy steps guided by a per-group latency model
+  (:class:`LatencyModel`, a HALP-like look-up of "ms saved per fraction of a group removed").
+  Each step proposes one candidate per channel group that the *model* predicts reaches the step's
+  latency target, fine-tunes each briefly, and measures only the most accurate on the device —
+  one measurement per step instead of one per group. Every measurement refits the model, so when
+  the prediction is wrong the next proposals are better.
+
+Register another with :func:`register_strategy`; ``fit --strategy NAME`` picks it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from edgeprune.errors import ConfigError, UsageError
+
+__all__ = ["LatencyModel", "SearchContext", "Strategy", "get_strategy", "list_strategies",
+           "register_strategy", "uniform_widths"]
+
+Widths = dict[str, int]
+Record = dict[str, Any]
+
+
+class SearchContext(Protocol):
+    """What ``fit`` offers a strategy (see :class:`edgeprune.fit` for the implementation)."""
+
+    groups: Mapping[str, int]  # group root -> channels of the unpruned model
+    baseline_id: str
+    floor_id: str  # the smallest allowed model (every group at its minimum width)
+    latency_budget_ms: float | None
+    max_ratio: float
+    settings: Any
+
+    def min_width(self, root: str) -> int: ...
+    def round_width(self, root: str, kept: int) -> int: ...
+    def candidate(self, cid: str) -> Record: ...
+    def evaluate(self, widths: Widths, *, parent: str, kind: str, note: str,
+                 step: int, predicted_latency_ms: float | None = None) -> Record: ...
+    def measure(self, cid: str) -> Record: ...
+    def meets(self, record: Record) -> bool: ...
+    def latency(self, record: Record) -> float | None: ...
+    def macs_of(self, widths: Widths) -> int: ...
+
+
+class Strategy(Protocol):
+    name: str
+
+    def start(self, ctx: SearchContext) -> dict[str, Any]: ...
+    def step(self, ctx: SearchContext, state: dict[str, Any],
+             step: int) -> tuple[dict[str, Any], bool]: ...
+    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None: ...
+
+
+_STRATEGIES: dict[str, Callable[[], Strategy]] = {}
+
+
+def register_strategy(name: str) -> Callable[[Callable[[], Strategy]], Callable[[], Strategy]]:
+    """Class decorator: register a strategy factory under ``name`` (again: warns, replaces)."""
+
+    def deco(factory: Callable[[], Strategy]) -> Callable[[], Strategy]:
+        if name in _STRATEGIES:
+            warnings.warn(f"search strategy {name!r} registered again; the new one wins",
+                          RuntimeWarning, stacklevel=2)
+        _STRATEGIES[name] = factory
+        return factory
+
+    return deco
+
+
+def get_strategy(name: str) -> Strategy:
+    factory = _STRATEGIES.get(name)
+    if factory is None:
+        close = difflib.get_close_matches(name, list(_STRATEGIES), n=1, cutoff=0.5)
+        raise ConfigError(f"unknown search strategy {name!r}",
+                          hint=f"did you mean {close[0]!r}?" if close
+                          else f"use one of: {', '.join(list_strategies())}")
+    return factory()
+
+
+def list_strategies() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def uniform_widths(ctx: SearchContext, ratio: float) -> Widths:
+    """Every group keeps ``original - floor(ratio × original)`` channels, rounded and clamped."""
+    widths: Widths = {}
+    for root, original in ctx.groups.items():
+        kept = original - math.floor(ratio * original + 1e-9)
+        widths[root] = max(ctx.min_width(root), ctx.round_width(root, kept))
+    return widths
+
+
+def _best_meeting(ctx: SearchContext, ids: list[str]) -> str | None:
+    """Among measured candidates that meet every budget: best accuracy, then lowest latency."""
+    meeting = [ctx.candidate(c) for c in ids]
+    meeting = [r for r in meeting if ctx.meets(r)]
+    if not meeting:
+        return None
+    best = max(meeting, key=lambda r: (round(r["accuracy"], 6), -(ctx.latency(r) or 0.0)))
+    return str(best["id"])
+
+
+# --- uniform -----------------------------------------------------------------------------------
+
+
+@register_strategy("uniform")
+class UniformStrategy:
+    """Bisect the uniform ratio in (0, max_ratio] on measured latency."""
+
+    name = "uniform"
+
+    def start(self, ctx: SearchContext) -> dict[str, Any]:
+        floor = ctx.candidate(ctx.floor_id)
+        return {"lo": 0.0, "hi": ctx.max_ratio, "tried": [ctx.floor_id] if ctx.meets(floor)
+                else [], "ratios": {}}
+
+    def step(self, ctx: SearchContext, state: dict[str, Any],
+             step: int) -> tuple[dict[str, Any], bool]:
+        state = dict(state)
+        lo, hi = float(state["lo"]), float(state["hi"])
+        mid = round((lo + hi) / 2, 4)
+        widths = uniform_widths(ctx, mid)
+        record = ctx.evaluate(widths, parent=ctx.baseline_id, kind="uniform", step=step,
+                              note=f"uniform ratio {mid:g}")
+        record = ctx.measure(record["id"])
+        if ctx.meets(record):
+            state["hi"] = mid
+        else:  # too slow, too big, or infeasible on the device: prune more
+            state["lo"] = mid
+        state["tried"] = [*state["tried"], record["id"]]
+        state["ratios"] = {**state["ratios"], record["id"]: mid}
+        tolerance = float(ctx.settings.uniform_tolerance)
+        return state, state["hi"] - state["lo"] <= tolerance
+
+    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
+        return _best_meeting(ctx, list(state["tried"]))
+
+
+# --- latency model -----------------------------------------------------------------------------
+
+
+class LatencyModel:
+    """Predicted latency = base − Σ_g slope_g × (fraction of group g's channels removed).
+
+    The slopes start from a MAC prior (a group whose removal saves 30 % of the MACs is assumed to
+    save 30 % of the measured latency) and are refitted on every device measurement by ridge
+    regression towards that prior: with few measurements the prior dominates, with more the
+    device does. Interactions between groups (a conv's cost depends on its input *and* output
+    widths) are what the refit absorbs; predictions are always anchored on a measured model.
+    """
+
+    def __init__(self, groups: Mapping[str, int], base_ms: float, prior: Mapping[str, float],
+                 points: list[tuple[Mapping[str, int], float]] | None = None,
+                 ridge: float = 0.05) -> None:
+        self.groups = dict(groups)
+        self.base_ms = base_ms
+        self.prior = dict(prior)
+        self.points: list[tuple[dict[str, int], float]] = [(dict(w), y) for w, y in points or []]
+        self.ridge = ridge
+        self.slopes = dict(prior)
+        self._fit()
+
+    def _x(self, widths: Mapping[str, int]) -> list[float]:
+        return [1 - widths[g] / n for g, n in self.groups.items()]
+
+    def add(self, widths: Mapping[str, int], latency_ms: float) -> None:
+        self.points.append((dict(widths), float(latency_ms)))
+        self._fit()
+
+    def _fit(self) -> None:
+        if not self.points:
+            return
+        import numpy as np
+
+        names = list(self.groups)
+        x = np.array([self._x(w) for w, _ in self.points], dtype=float)
+        y = np.array([self.base_ms - lat for _, lat in self.points], dtype=float)
+        prior = np.array([self.prior[g] for g in names], dtype=float)
+        lam = self.ridge * max(len(self.points), 1)
+        a = x.T @ x + lam * np.eye(len(names))
+        b = x.T @ y + lam * prior
+        slopes = np.clip(np.linalg.solve(a, b), 0.0, None)
+        self.slopes = {g: float(s) for g, s in zip(names, slopes, strict=True)}
+
+    def predict(self, widths: Mapping[str, int]) -> float:
+        return self.base_ms - sum(s * x for s, x in
+                                  zip(self.slopes.values(), self._x(widths), strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base_ms": self.base_ms, "prior": self.prior, "slopes": self.slopes,
+                "ridge": self.ridge, "points": [[w, y] for w, y in self.points]}
+
+    @classmethod
+    def from_dict(cls, groups: Mapping[str, int], data: Mapping[str, Any]) -> LatencyModel:
+        return cls(groups, float(data["base_ms"]), data["prior"],
+                   [(w, float(y)) for w, y in data["points"]], float(data["ridge"]))
+
+
+def _mac_prior(ctx: SearchContext, base_ms: float) -> dict[str, float]:
+    """ms saved per unit fraction of each group removed, if latency followed MACs."""
+    full = dict(ctx.groups)
+    macs_full = ctx.macs_of(full)
+    prior: dict[str, float] = {}
+    for root, n in ctx.groups.items():
+        half = {**full, root: max(ctx.min_width(root), n // 2)}
+        fraction = 1 - half[root] / n
+        saved = (macs_full - ctx.macs_of(half)) / macs_full if macs_full else 0.0
+        prior[root] = base_ms * saved / fraction if fraction > 0 else 0.0
+    return prior
+
+
+# --- netadapt ----------------------------------------------------------------------------------
+
+
+@register_strategy("netadapt")
+class NetAdaptStrategy:
+    """NetAdapt steps, proposals from a latency model, one device measurement per step."""
+
+    name = "netadapt"
+
+    def start(self, ctx: SearchContext) -> dict[str, Any]:
+        if ctx.latency_budget_ms is None:
+            raise UsageError("the netadapt strategy needs a latency budget",
+                             hint="pass --latency-ms or --speedup, or use --strategy uniform")
+        base = ctx.candidate(ctx.baseline_id)
+        base_ms = ctx.latency(base)
+        if base_ms is None:
+            raise UsageError("the unpruned model could not be measured, so netadapt has no "
+                             "anchor", hint="use --strategy uniform")
+        model = LatencyModel(ctx.groups, base_ms, _mac_prior(ctx, base_ms))
+        model.add(base["widths"], base_ms)
+        floor = ctx.candidate(ctx.floor_id)
+        if ctx.latency(floor) is not None:
+            model.add(floor["widths"], float(ctx.latency(floor) or 0.0))
+        return {"current": ctx.baseline_id, "stall": 0, "model": model.to_dict(),
+                "accepted": [ctx.baseline_id]}
+
+    def step(self, ctx: SearchContext, state: dict[str, Any],
+             step: int) -> tuple[dict[str, Any], bool]:
+        state = dict(state)
+        model = LatencyModel.from_dict(ctx.groups, state["model"])
+        current = ctx.candidate(state["current"])
+        current_ms = float(ctx.latency(current) or model.predict(current["widths"]))
+        budget = float(ctx.latency_budget_ms or 0.0)
+        reduce_by = float(ctx.settings.netadapt_step) * model.base_ms
+        target = max(budget, current_ms - reduce_by)
+        proposals = self._propose(ctx, model, current["widths"], current_ms, target)
+        if not proposals:
+            return state, True
+        records = [ctx.evaluate(w, parent=state["current"], kind="netadapt", step=step,
+                                note=f"step {step}: {root} {current['widths'][root]}→{w[root]} "
+                                f"(target {target:.3g} ms)", predicted_latency_ms=pred)
+                   for root, w, pred in proposals]
+        measured = None
+        for record in sorted(records, key=lambda r: -r["accuracy"]):
+            record = ctx.measure(record["id"])
+            if record.get("feasible"):
+                measured = record
+                break
+        if measured is None:  # every proposal infeasible on the device
+            state["stall"] = int(state["stall"]) + 1
+            return state, state["stall"] >= 2
+        latency = float(ctx.latency(measured) or 0.0)
+        model.add(measured["widths"], latency)
+        state["model"] = model.to_dict()
+        if latency < current_ms:
+            state["current"] = measured["id"]
+            state["accepted"] = [*state["accepted"], measured["id"]]
+            state["stall"] = 0
+        else:  # the model was wrong: refitted above; try again from the same model
+            state["stall"] = int(state["stall"]) + 1
+        done = ctx.meets(ctx.candidate(state["current"])) or state["stall"] >= 2
+        return state, done
+
+    def _propose(self, ctx: SearchContext, model: LatencyModel, widths: Widths,
+                 current_ms: float, target: float) -> list[tuple[str, Widths, float]]:
+        """Per group: the least pruning predicted to reach ``target``, else its maximum."""
+        anchor = model.predict(widths)
+        proposals: list[tuple[str, Widths, float]] = []
+        fallback: list[tuple[str, Widths, float]] = []
+        round_to = max(int(ctx.settings.round_to), 1)
+        for root, width in widths.items():
+            low = ctx.min_width(root)
+            kept = width
+            while kept - round_to >= low:
+                kept -= round_to
+                trial = {**widths, root: ctx.round_width(root, kept)}
+                if trial[root] >= width:
+                    continue
+                predicted = current_ms + model.predict(trial) - anchor
+                if predicted <= target:
+                    proposals.append((root, trial, predicted))
+                    break
+            else:
+                if kept < width:
+                    trial = {**widths, root: kept}
+                    fallback.append((root, trial, current_ms + model.predict(trial) - anchor))
+        return proposals or fallback
+
+    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
+        return _best_meeting(ctx, list(state["accepted"]))
