@@ -238,8 +238,10 @@ class Magnitude:
 
     def member_score(self, member: Member, size: int) -> torch.Tensor:
         p = self.p
-        sums = _member_sums(member, size, _weight_and_bias, lambda x: x.abs().pow(p))
-        return sums.pow(1.0 / p)
+        if p == 1.0:
+            return _member_sums(member, size, _weight_and_bias, torch.abs)
+        power = torch.square if p == 2.0 else (lambda x: x.abs().pow(p))
+        return _member_sums(member, size, _weight_and_bias, power).pow(1.0 / p)
 
 
 def _weight_and_bias(module: nn.Module) -> list[torch.Tensor]:
