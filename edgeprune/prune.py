@@ -245,6 +245,8 @@ def load_layer_ratios(path: str | Path, model: nn.Module | None = None) -> dict[
         if data is None:
             raise ConfigError(f"{source}: no [ratios] table",
                               hint='add [ratios] with lines like "layer2.0.conv1" = 0.5')
+        if isinstance(data, dict):
+            data = _dotted(data)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: ratios must be a table of layer name = ratio",
                           hint='e.g. [ratios] "layer2.0.conv1" = 0.5')
@@ -261,6 +263,17 @@ def load_layer_ratios(path: str | Path, model: nn.Module | None = None) -> dict[
                               hint=_did_you_mean(name, names))
         ratios[str(name)] = float(value)
     return ratios
+
+
+def _dotted(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Unquoted TOML keys like ``layer2.0.conv1 = 0.5`` parse as nested tables: join them."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _layer_names(model: nn.Module) -> list[str]:
@@ -411,6 +424,7 @@ def _plan(model: nn.Module, graph: engine.Graph, config: PruneConfig) -> dict[st
                        tuple(m.name for m in g.members if m.dim == "out"), list(range(g.size)))
         for g in groups
     }
+    wanted = set(tracks)
     if config.layers is not None:
         wanted = {_group_of(name, groups, graph, config, "layers") for name in config.layers}
         for key, track in tracks.items():
@@ -425,7 +439,7 @@ def _plan(model: nn.Module, graph: engine.Graph, config: PruneConfig) -> dict[st
                     f"prune config: layer_ratios give {listed[key][0]!r} ratio {listed[key][1]} "
                     f"and {name!r} ratio {ratio}, but both cut the same channel group",
                     hint=f"coupled layers share their channels; give one ratio for {key!r}")
-            if config.layers is not None and tracks[key].ratio == 0.0 and key not in listed:
+            if key not in wanted:
                 raise ConfigError(f"prune config: layer_ratios names {name!r}, which is not "
                                   "among `layers`", hint="add it to layers or drop it")
             listed[key] = (name, ratio)

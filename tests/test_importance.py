@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -22,6 +23,16 @@ from edgeprune.importance import (
 )
 
 X = torch.zeros(1, 3, 32, 32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """32×32 inputs are too small to share between threads; on a busy machine the second
+    thread only spins. Restored afterwards so other test modules keep their setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -217,3 +228,18 @@ def test_random_is_seeded_per_run_and_group(resnet18: nn.Module) -> None:
     assert not torch.equal(a, criterion(groups["layer2.1.conv1"], ImportanceContext(seed=0)))
     l1 = get_importance("l1")(group, ImportanceContext())
     assert set(torch.argsort(a)[:25].tolist()) != set(torch.argsort(l1)[:25].tolist())
+
+
+def test_a_flattened_linear_input_counts_every_feature_of_its_channel() -> None:
+    """After ``flatten`` each conv channel feeds 16 linear inputs; all 16 belong to its score."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                          nn.Flatten(), nn.Linear(128, 10)).eval()
+    graph = engine.build_graph(model, torch.zeros(1, 3, 16, 16))
+    group = next(g for g in engine.channel_groups(graph) if g.root == "0")
+    linear = next(m for m in group.members if m.name == "4")
+    assert len(linear.idxs) == 128 and linear.dim == "in"
+    scores = get_importance("l1")(group, ImportanceContext())
+    conv = model[0].weight.detach().abs().sum(dim=(1, 2, 3)) + model[0].bias.detach().abs()
+    cols = model[4].weight.detach().abs().sum(dim=0).view(8, 16).sum(dim=1)
+    assert torch.allclose(scores, (conv / conv.mean() + cols / cols.mean()) / 2, atol=1e-5)

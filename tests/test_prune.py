@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,16 @@ from edgeprune.prune import PruneConfig, load_layer_ratios, prune, round_kept
 
 X = torch.zeros(2, 3, 32, 32)  # example inputs: only shapes matter for tracing
 RESNET18_PARAMS = 11_181_642
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """32×32 inputs are too small to share between threads; on a busy machine the second
+    thread only spins. Restored afterwards so other test modules keep their setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -308,6 +319,10 @@ def test_mobilenet_v2_depthwise_pruned_consistently() -> None:
         (PruneConfig(scope="globl"), ConfigError, "did you mean 'global'?"),
         (PruneConfig(round_to=0), ConfigError, "round_to"),
         (PruneConfig(scope="global", layer_ratios={"conv1": 0.2}), ConfigError, "uniform"),
+        (PruneConfig(layers=("layer2.0.conv1",), layer_ratios={"layer3.0.conv1": 0.2}),
+         ConfigError, "not among `layers`"),
+        (PruneConfig(layer_ratios={"layer1.0.conv2": 0.2, "conv1": 0.3}), ConfigError,
+         "both cut the same channel group"),
     ],
 )
 def test_bad_configs_give_one_line_errors(resnet18: nn.Module, config: PruneConfig,
@@ -333,6 +348,9 @@ def test_load_layer_ratios_from_toml_and_json(tmp_path: Path, resnet18: nn.Modul
     toml = tmp_path / "ratios.toml"
     toml.write_text('[ratios]\n"layer2.0.conv1" = 0.5\n"layer3.0.conv1" = 0.25\n')
     assert load_layer_ratios(toml, resnet18) == {"layer2.0.conv1": 0.5, "layer3.0.conv1": 0.25}
+    unquoted = tmp_path / "unquoted.toml"  # dotted keys parse as nested tables
+    unquoted.write_text("[ratios]\nlayer2.0.conv1 = 0.5\nlayer2.1.conv1 = 0.1\n")
+    assert load_layer_ratios(unquoted, resnet18) == {"layer2.0.conv1": 0.5, "layer2.1.conv1": 0.1}
     js = tmp_path / "ratios.json"
     js.write_text(json.dumps({"ratios": {"layer4.0.conv1": 0.3}}))
     assert load_layer_ratios(js, resnet18) == {"layer4.0.conv1": 0.3}
