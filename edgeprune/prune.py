@@ -330,6 +330,9 @@ def prune(
     criterion = importance or get_importance(config.criterion)
     ctx = ImportanceContext(calibration=tuple(calibration or ()), labeled=tuple(labeled or ()),
                             loss_fn=loss_fn, seed=config.seed)
+    if importance is not None:
+        ctx.note(f"channels scored by {type(importance).__name__} given by the caller "
+                 f"(not config.criterion {config.criterion!r})")
     expected = _output_shapes(work, example_inputs)
     params_before = count_params(work)
     macs_before = count_macs(work, example_inputs)
