@@ -428,7 +428,8 @@ class SoftFilterPruning:
     Build it on the model to be trained; it is the :class:`~edgeprune.train.EpochHook` that
     ``finetune`` calls after every epoch. Scores are the L2 norm of a channel's filters over all
     the group's producing conv/linear layers (so residual partners are scored and zeroed
-    together). :meth:`finalize` zeroes once more, the BatchNorm scale/shift included, so the
+    together). Between epochs only filter weights are zeroed (see :func:`_zero_member`);
+    :meth:`finalize` zeroes once more, biases and BatchNorm scale/shift included, so the
     selected channels are dead and removing them is exact.
     """
 
@@ -452,7 +453,7 @@ class SoftFilterPruning:
         return size - round_kept(kept, size, self.config.round_to)
 
     def __call__(self, epoch: int, model: nn.Module) -> bool:
-        self.zero(include_norms=False)
+        self.zero(final=False)
         return False
 
     def state(self) -> dict[str, Any]:
@@ -461,7 +462,7 @@ class SoftFilterPruning:
     def restore(self, state: Mapping[str, Any], model: nn.Module) -> None:
         self.zeroed = {k: list(v) for k, v in state.get("zeroed", {}).items()}
 
-    def zero(self, *, include_norms: bool) -> dict[str, list[int]]:
+    def zero(self, *, final: bool) -> dict[str, list[int]]:
         """Zero the lowest-L2 channels of every group; returns root → channels zeroed."""
         with torch.no_grad():
             for group in self.groups:
@@ -471,12 +472,12 @@ class SoftFilterPruning:
                 scores = self.scores(group)
                 chosen = sorted(int(i) for i in torch.argsort(scores, stable=True)[:n])
                 for member in group.members:
-                    _zero_member(member, chosen, include_norms=include_norms)
+                    _zero_member(member, chosen, final=final)
                 self.zeroed[group.root] = chosen
         return dict(self.zeroed)
 
     def finalize(self) -> dict[str, list[int]]:
-        return self.zero(include_norms=True)
+        return self.zero(final=True)
 
     @staticmethod
     def scores(group: engine.ChannelGroup) -> torch.Tensor:
@@ -491,7 +492,13 @@ class SoftFilterPruning:
         return total.sqrt()
 
 
-def _zero_member(member: engine.Member, channels: Sequence[int], *, include_norms: bool) -> None:
+def _zero_member(member: engine.Member, channels: Sequence[int], *, final: bool) -> None:
+    """Zero the member's filters of ``channels``; ``final`` also zeroes biases and BN affine.
+
+    While training only the filter weights are zeroed: a zeroed filter whose channel still
+    carries its bias (or BatchNorm shift) passes gradients through the activation and can grow
+    back. Zeroing the bias too would leave it at a ReLU's zero point with no gradient at all.
+    """
     module = member.module
     if member.dim != "out":
         return
@@ -503,9 +510,9 @@ def _zero_member(member: engine.Member, channels: Sequence[int], *, include_norm
     if isinstance(module, (_CONV, nn.Linear)):
         transposed = bool(getattr(module, "transposed", False))
         module.weight.index_fill_(1 if transposed else 0, index, 0.0)
-        if module.bias is not None:
+        if final and module.bias is not None:
             module.bias.index_fill_(0, index, 0.0)
-    elif include_norms and isinstance(module, _BN) and module.affine:
+    elif final and isinstance(module, _BN) and module.affine:
         module.weight.index_fill_(0, index, 0.0)
         module.bias.index_fill_(0, index, 0.0)
 

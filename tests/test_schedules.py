@@ -1,0 +1,163 @@
+"""Pruning schedules end to end on the shipped MNIST CNN and real builtin:mnist5k data."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from edgeprune import engine
+from edgeprune.errors import ConfigError
+from edgeprune.prune import PruneConfig
+from edgeprune.schedules import (
+    SoftFilterPruning,
+    compare_soft_hard,
+    list_schedules,
+    prune_epochs,
+    run_schedule,
+)
+from edgeprune.train import get_recipe
+
+QUICK = get_recipe("full", max_batches_per_epoch=4, val_max_batches=2)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    from edgeprune.data import load_data
+
+    return load_data("builtin:mnist5k", input_shape=(1, 28, 28), batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from edgeprune.models import load_model
+
+    return load_model("builtin:mnist-cnn")
+
+
+@pytest.fixture(scope="module")
+def example(bundle):
+    return bundle.val.dataset.batch([0, 1])[0]
+
+
+def test_registry():
+    assert set(list_schedules()) >= {"oneshot", "iterative", "during-training", "soft", "retrain"}
+    with pytest.raises(ConfigError, match="did you mean 'oneshot'"):
+        run_schedule(torch.nn.Linear(1, 1), None, "one-shot", PruneConfig(), "full", epochs=1,
+                     example_inputs=torch.zeros(1, 1))
+    assert prune_epochs(2, 1) == [1]
+    assert prune_epochs(6, 3) == [2, 3, 4]
+
+
+@pytest.mark.parametrize("name", ["oneshot", "iterative", "during-training", "soft", "retrain"])
+def test_schedule_end_to_end(name, trained, bundle, example):
+    config = PruneConfig(ratio=0.5, criterion="l2", iterative_steps=2)
+    result = run_schedule(trained, bundle, name, config, QUICK, epochs=2, example_inputs=example)
+    assert result.params_after < result.params_before * 0.5
+    assert result.before.top1 > 0.98
+    if name == "retrain":  # from scratch: far from the trained net, far above chance
+        assert result.pruned is not None and result.pruned.top1 < 0.3
+        assert result.after.top1 > result.pruned.top1 + 0.1
+    else:
+        assert result.after.top1 > 0.9, result.to_dict()["accuracy_after"]
+    # the history rebuilds the architecture; the weights then load strictly
+    fresh = engine.replay(copy.deepcopy(trained), example, result.history)
+    fresh.load_state_dict(result.model.state_dict())
+    fresh.eval()
+    result.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(fresh(example), result.model(example), atol=1e-5)
+    assert result.to_dict()["schedule"] == name
+    assert sum(p.numel() for p in trained.parameters()) == result.params_before  # input kept
+
+
+def test_soft_filter_pruning_zeroes_and_materializes_exactly(trained, bundle, example):
+    from edgeprune.materialize import materialize
+    from edgeprune.train import finetune
+
+    model = copy.deepcopy(trained)
+    sfp = SoftFilterPruning(model, example, PruneConfig(ratio=0.6))
+    expected = {"features.0": 19, "features.3": 38, "classifier.0": 76}  # floor(0.6 × width)
+    assert sfp.n_zero == expected
+    finetune(model, bundle.train, bundle.val, get_recipe("full", epochs=1, lr=0.05,
+             max_batches_per_epoch=6, val_max_batches=1), on_epoch_end=sfp)
+    # zeroed filters keep training: after a few more steps some grew back
+    finetune(model, bundle.train, bundle.val, get_recipe("full", epochs=1, lr=0.05,
+             max_batches_per_epoch=3, val_max_batches=1, restore_best=False))
+    assert sum(_zero_rows(model, n) for n in expected) < sum(expected.values())
+    sfp.finalize()
+    assert {n: _zero_rows(model, n) for n in expected} == expected
+    batches = [bundle.val.dataset.batch(list(range(i, i + 64)))[0] for i in (0, 64)]
+    result = materialize(model, example, calibration=batches)
+    widths = engine.layer_widths(result.model)
+    assert widths["features.0"]["out"] == 32 - 19 and widths["features.3"]["out"] == 64 - 38
+    assert widths["classifier.0"]["out"] == 128 - 76
+    model.eval()
+    result.model.eval()
+    with torch.no_grad():
+        for x in batches:
+            assert (model(x) - result.model(x)).abs().max() <= 1e-5
+
+
+def _zero_rows(model: torch.nn.Module, name: str) -> int:
+    module = model.get_submodule(name)
+    rows = module.weight.detach().flatten(1).abs().sum(dim=1)
+    return int((rows == 0).sum())
+
+
+def test_soft_filter_pruning_zeroes_residual_groups_together(digits_images):
+    """ResNet-18: coupled residual channels are zeroed in every producer and BN, then removed."""
+    from edgeprune._tv_compat import import_torchvision
+    from edgeprune.materialize import materialize
+    from tests.conftest import real_images
+
+    tv = import_torchvision()
+    torch.manual_seed(0)
+    model = tv.models.resnet18(num_classes=10).eval()
+    x = real_images(digits_images, 8, 3, 32)
+    sfp = SoftFilterPruning(model, x[:1], PruneConfig(ratio=0.25))
+    residual = next(g for g in sfp.groups if any(m.name == "layer1.0.conv2" for m in g.members)
+                    and len([m for m in g.members if m.dim == "out"]) > 2)
+    zeroed = sfp.finalize()
+    channels = zeroed[residual.root]
+    assert len(channels) == 16
+    for member in residual.members:
+        if member.dim == "out" and hasattr(member.module, "weight"):
+            weight = member.module.weight.detach()
+            assert weight[list(channels)].abs().sum() == 0, member.name
+    result = materialize(model, x[:1], calibration=[x])
+    assert engine.layer_widths(result.model)["layer1.0.conv2"]["out"] == 64 - 16
+    assert result.removed[residual.root] == 16
+    with torch.no_grad():
+        assert (model(x) - result.model(x)).abs().max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_soft_versus_hard_at_the_same_ratio(trained, bundle, example):
+    comparison = compare_soft_hard(trained, bundle, PruneConfig(ratio=0.6), QUICK, epochs=2,
+                                   example_inputs=example)
+    data = comparison.to_dict()
+    assert data["soft"]["params_after"] == data["hard"]["params_after"]
+    assert 0.5 < data["soft"]["top1_after"] <= 1 and 0.5 < data["hard"]["top1_after"] <= 1
+
+
+def test_schedule_resumes_from_its_checkpoints(trained, bundle, example, tmp_path):
+    config = PruneConfig(ratio=0.5)
+    recipe = get_recipe("full", max_batches_per_epoch=3, val_max_batches=1)
+    straight = run_schedule(trained, bundle, "during-training", config, recipe, epochs=2,
+                            example_inputs=example)
+
+    def interrupt(event):
+        if event.get("stage") == "finetune" and event.get("event") == "batch" \
+                and event["epoch"] == 2 and event["batch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_schedule(trained, bundle, "during-training", config, recipe, epochs=2,
+                     example_inputs=example, checkpoint_dir=tmp_path, progress=interrupt)
+    resumed = run_schedule(trained, bundle, "during-training", config, recipe, epochs=2,
+                           example_inputs=example, checkpoint_dir=tmp_path)
+    assert resumed.phases[-1]["resumed_from_epoch"] == 1
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
