@@ -431,7 +431,9 @@ def _move_into_place(tmpdir: Path, target: Path, *, force: bool) -> list[Path]:
         if not force:  # pragma: no cover - checked before exporting; a race would land here
             raise OutputExistsError(f"ONNX output {str(target)!r} exists already")
         with contextlib.suppress(Exception):
-            stale = [p for p in onnx_external_files(target) if p not in destinations]
+            old = onnx_external_files(target)
+            # only the replaced artifact's own companions: same directory, not rewritten now
+            stale = [p for p in old if p.parent == target.parent and p not in destinations]
     for src, dst in zip(new, destinations, strict=True):
         os.replace(src, dst)
     for path in stale:

@@ -142,7 +142,13 @@ def time_interleaved(
             start = time.perf_counter_ns()
             sessions[k].run(None, {names[k]: feed})
             times[k].append((time.perf_counter_ns() - start) / 1e6)
-    return {"a": _summary(times[0]), "b": _summary(times[1])}
+    # each pair ran back to back: the median of per-pair ratios cancels bursts of load
+    pairs = [a / b for a, b in zip(times[0], times[1], strict=True) if b > 0]
+    return {
+        "a": _summary(times[0]),
+        "b": _summary(times[1]),
+        "paired_speedup": statistics.median(pairs),
+    }
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -177,6 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     images = real_images(64, args.size)
     example, check, feed = images[:1], images[:4], images[1:2].numpy()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-prune-"))
+    load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     for arch in args.archs.split(","):
         model = build(arch, images, args.seed)
@@ -212,6 +219,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "latency_after_ms": timing["b"]["median_ms"],
                         "speedup": speedup,
                         "efficiency": speedup / mac_reduction,
+                        "speedup_paired": timing["paired_speedup"],
+                        "efficiency_paired": timing["paired_speedup"] / mac_reduction,
                         "timing": timing,
                         "size_before_bytes": base.size_bytes,
                         "size_after_bytes": exported.size_bytes,
@@ -242,6 +251,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": platform.machine(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
+            # other work on the machine skews absolute numbers (interleaving protects ratios)
+            "load_average_before": list(load_before),
+            "load_average_after": list(os.getloadavg()),
         },
         "rows": rows,
     }
@@ -259,8 +271,8 @@ def _progress_line(row: dict[str, Any]) -> str:
 def markdown(data: dict[str, Any]) -> str:
     head = (
         "| arch | ratio | round_to | threads | params | MACs (G) | MAC red. | "
-        "latency ms (A → B) | speed-up | efficiency |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "latency ms (A → B) | speed-up | efficiency | paired speed-up (eff.) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in data["rows"]:
@@ -274,16 +286,26 @@ def markdown(data: dict[str, Any]) -> str:
             f"{r['macs_before'] / 1e9:.3f} → {r['macs_after'] / 1e9:.3f} | "
             f"{r['mac_reduction']:.2f}× | "
             f"{r['latency_before_ms']:.2f} → {r['latency_after_ms']:.2f} | "
-            f"{r['speedup']:.2f}× | {eff} |"
+            f"{r['speedup']:.2f}× | {eff} | "
+            f"{r['speedup_paired']:.2f}× ({r['efficiency_paired']:.2f}) |"
         )
     s = data["settings"]
     lines.append("")
     lines.append(
         f"Input {'×'.join(map(str, s['input_shape']))}, median of {s['runs']} interleaved runs "
         f"per session (warm-up {s['warmup']}), onnxruntime {data['environment']['onnxruntime']} "
-        f"CPU, {data['environment']['cpu_count']} cores. Efficiency = speed-up / MAC reduction; "
+        f"CPU, {data['environment']['cpu_count']} cores. Speed-up = ratio of medians; paired = "
+        "median of back-to-back A/B ratios. Efficiency = speed-up / MAC reduction; "
         f"goal ≥ {GOAL_EFFICIENCY} at ratio {GOAL_RATIO} (✓/✗)."
     )
+    env = data["environment"]
+    load = max(env["load_average_before"][0], env["load_average_after"][0])
+    if env["cpu_count"] and load > env["cpu_count"]:
+        lines.append(
+            f"**Warning:** load average {load:.1f} on {env['cpu_count']} cores during the run: "
+            "other processes competed for the CPU, absolute latencies (and multi-thread "
+            "numbers most) are inflated; re-run on an idle machine."
+        )
     return "\n".join(lines)
 
 
