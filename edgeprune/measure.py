@@ -203,7 +203,7 @@ def _export_on_the_fly(spec: str, weights: str | None, input_shape: Sequence[int
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"{spec!r} is neither an .onnx/.tflite file nor a model spec ({exc})",
+        raise UsageError(f"{spec!r} is not an .onnx or .tflite file, nor a model spec",
                          hint="pass an exported artifact, a pruned model directory or a spec "
                          "such as builtin:mnist-cnn") from None
     digest = hashlib.sha256(spec.encode())
