@@ -202,7 +202,7 @@ def _export_on_the_fly(spec: str, weights: str | None, input_shape: Sequence[int
         models.parse_model_spec(spec)
     except UsageError:
         raise
-    except Exception as exc:
+    except Exception:
         raise UsageError(f"{spec!r} is not an .onnx or .tflite file, nor a model spec",
                          hint="pass an exported artifact, a pruned model directory or a spec "
                          "such as builtin:mnist-cnn") from None
