@@ -77,7 +77,9 @@ class Recipe:
     the BatchNorm among them and the classifier). ``lr_schedule``: per-epoch ``cosine`` (to 0
     over ``epochs``), ``step`` (× ``gamma`` every ``step_size`` epochs) or ``constant``.
     ``patience`` > 0 stops after that many epochs without a val top-1 gain above ``min_delta``.
-    ``max_batches_per_epoch`` / ``val_max_batches``: 0 means all (small values for quick runs).
+    ``max_batches_per_epoch`` / ``val_max_batches``: 0 means all (small values for quick runs;
+    the val check then sees the *first* batches of the val loader, which is not shuffled, so
+    on class-sorted data it is a biased sample — ``final`` always uses the whole val loader).
     ``num_threads``: torch intra-op threads, 0 = the cores this process may use.
     """
 
