@@ -1,0 +1,68 @@
+"""CLI round trips on shipped trained weights and shipped real data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import edgeprune
+from edgeprune.cli.main import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, dict]:
+    code = main([*argv, "--format", "json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_prune_export_info_round_trip(tmp_path, capsys):
+    pruned = tmp_path / "pruned model"  # spaces in paths on purpose
+    code, r = _run(capsys, "prune", "--model", "builtin:mnist-cnn", "--data", "builtin:mnist5k",
+                   "--criterion", "activation", "--ratio", "0.5", "--round-to", "8",
+                   "--out", str(pruned))
+    assert code == 0
+    assert r["params_after"] < 0.5 * r["params_before"]
+    assert r["accuracy_before"]["top1"] > 0.98  # the shipped net on real MNIST digits
+    widths = {g["root"]: g["channels_after"] for g in r["groups"]}
+    assert all(w % 8 == 0 for w in widths.values())
+    model = edgeprune.load(pruned)
+    assert model.features[0].out_channels == widths["features.0"]
+
+    onnx_path = tmp_path / "m.onnx"
+    code, e = _run(capsys, "export", "--model", str(pruned), "--format", "onnx",
+                   "--out", str(onnx_path))
+    assert code == 0 and onnx_path.exists()
+    assert e["max_abs_diff"] <= 1e-4
+
+    code, info = _run(capsys, "info", str(onnx_path))
+    assert code == 0
+    assert info["params"] == r["params_after"]
+
+
+def test_prune_refuses_to_overwrite_and_names_the_fix(tmp_path, capsys):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "precious.txt").write_text("user data")
+    code = main(["prune", "--model", "builtin:mnist-cnn", "--ratio", "0.3", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "--force" in err and len(err.strip().splitlines()) == 1
+    assert (out / "precious.txt").read_text() == "user data"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--model", "builtin:mnist-cnn", "--ratio", "1.2"], "ratio"),
+        (["--model", "builtin:mnist-cnn", "--criterion", "l3"], "did you mean"),
+        (["--model", "builtin:mnist-cnn", "--criterion", "activation"], "needs real data"),
+        (["--model", "torchvision:resnet19"], "did you mean torchvision:resnet18"),
+        (["--model", "builtin:mnist-cnn", "--layers", "features.9"], "features"),
+    ],
+)
+def test_prune_bad_input_one_line(tmp_path, capsys, argv, needle):
+    code = main(["prune", *argv, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
