@@ -13,7 +13,8 @@ How many channels a group loses:
   ``floor(0.2 × 128) = 25`` channels: 11,181,642 → 11,138,392 parameters.
 - ``scope="global"``: ``floor(ratio × all channels)`` are ranked together; scores are normalised
   per group (mean 1) so that one layer with small weights is not wiped out, and every group
-  keeps at least ``min_channels``.
+  keeps at least ``min_channels`` (and ``round_to``). With ``round_to > 1`` each group's width
+  is rounded after the ranking, so the total removed is close to, not exactly, the target.
 - ``round_to``: see :func:`round_kept`.
 - ``iterative_steps=N``: the target ratio grows linearly over N steps (``ratio × s / N`` of the
   original channels after step s) and channels are re-scored before each step.
@@ -321,7 +322,7 @@ def prune(
     ``calibration`` (input batches of real data) feeds ``activation``; ``labeled`` ((x, y)
     batches) and ``loss_fn`` feed ``taylor``. ``importance`` overrides ``config.criterion`` with
     a criterion object (e.g. ``get_importance("l1", include_inputs=False)``). The model is
-    deep-copied unless ``inplace``.
+    deep-copied unless ``inplace`` (then a failed check may leave it partly pruned).
     """
     config = config or PruneConfig()
     _validate(config)
@@ -339,29 +340,13 @@ def prune(
     widths_before = engine.layer_widths(work)
     graph = engine.build_graph(work, example_inputs, ignored_layers=config.ignored_layers)
     tracks = _plan(work, graph, config)
-    owner = {name: t.key for t in tracks.values() for name in t.outputs}
     for step in range(1, config.iterative_steps + 1):
         ctx.step = step
-        groups = [(owner[g.root], g) for g in engine.channel_groups(graph) if g.root in owner]
-        groups = [(key, g) for key, g in groups if tracks[key].ratio > 0]
-        prepare = getattr(criterion, "prepare", None)
-        if callable(prepare) and groups:
-            prepare(work, [g for _, g in groups], ctx)
-        if config.scope == "global":
-            chosen = _choose_global(groups, tracks, criterion, ctx, config, step)
-        else:
-            chosen = _choose_uniform(groups, tracks, criterion, ctx, config, step)
-        for key, group in groups:
-            picked = chosen.get(key, [])
-            if picked:
-                engine.prune_group(graph, group, picked, check=False)
-                gone = set(picked)
-                tracks[key].alive = [a for i, a in enumerate(tracks[key].alive) if i not in gone]
+        removed = _step(work, graph, tracks, criterion, ctx, config)
         engine.check_forward(work, example_inputs, expected)
         if progress is not None:
             progress({"event": "prune_step", "step": step, "steps": config.iterative_steps,
-                      "channels_removed": sum(len(v) for v in chosen.values()),
-                      "params": count_params(work)})
+                      "channels_removed": removed, "params": count_params(work)})
     changes = tuple(
         GroupChange(t.key, t.layers, t.original, len(t.alive),
                     tuple(sorted(set(range(t.original)) - set(t.alive))))
@@ -371,6 +356,26 @@ def prune(
         macs_before=macs_before, macs_after=count_macs(work, example_inputs),
         widths_before=widths_before, widths_after=engine.layer_widths(work), groups=changes,
         history=tuple(engine.history(graph)), notes=tuple(ctx.notes))
+
+
+def _step(model: nn.Module, graph: engine.Graph, tracks: dict[str, _Track],
+          criterion: Importance, ctx: ImportanceContext, config: PruneConfig) -> int:
+    """Score the current groups, remove the chosen channels; return how many went."""
+    owner = {name: t.key for t in tracks.values() for name in t.outputs}
+    groups = [(owner[g.root], g) for g in engine.channel_groups(graph) if g.root in owner]
+    groups = [(key, g) for key, g in groups if tracks[key].ratio > 0]
+    prepare = getattr(criterion, "prepare", None)
+    if callable(prepare) and groups:
+        prepare(model, [g for _, g in groups], ctx)
+    choose = _choose_global if config.scope == "global" else _choose_uniform
+    chosen = choose(groups, tracks, criterion, ctx, config, ctx.step)
+    for key, group in groups:
+        picked = chosen.get(key, [])
+        if picked:
+            engine.prune_group(graph, group, picked, check=False)
+            gone = set(picked)
+            tracks[key].alive = [a for i, a in enumerate(tracks[key].alive) if i not in gone]
+    return sum(len(v) for v in chosen.values())
 
 
 def _validate(config: PruneConfig) -> None:
