@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -90,9 +91,11 @@ def test_small_cnn_dynamo_single_file(
     tmp_path: Path, small_cnn: SmallCNN, images: torch.Tensor, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capsys.readouterr()
+    handlers = {n: list(logging.getLogger(n).handlers) for n in ("torch", "torch.onnx")}
     path = tmp_path / "small.onnx"
     result = export_onnx(small_cnn, images[:2], path, check_inputs=images)
     assert capsys.readouterr() == ("", "")  # library functions never print
+    assert {n: logging.getLogger(n).handlers for n in handlers} == handlers  # restored
     assert result.exporter == "dynamo" and result.opset == 20
     assert result.files == (str(path),)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx"]  # no temp leftovers
