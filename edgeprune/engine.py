@@ -28,6 +28,7 @@ pruned through index mapping at all: :func:`build_graph` raises :class:`PruningE
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,7 +86,7 @@ class Member:
     idxs: tuple[int, ...]
     root_idxs: tuple[int, ...] = ()
 
-    @property
+    @functools.cached_property
     def one_to_one(self) -> bool:
         """True when root channel k is exactly ``idxs[k]`` (no flatten/split remapping)."""
         return self.root_idxs == tuple(range(len(self.root_idxs)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,6 +15,14 @@ from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import PruningError
 
 X32 = (1, 3, 32, 32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _flush_denormals() -> Iterator[None]:
+    """Random-init weights produce denormal floats that make CPU convs crawl."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
 
 
 def _model(arch: str, **kwargs: object) -> nn.Module:

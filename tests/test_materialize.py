@@ -1,0 +1,317 @@
+"""Fake → real on real torchvision architectures, checked on real images (sklearn digits)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import edgeprune.materialize as mat
+from edgeprune._tv_compat import import_torchvision
+from edgeprune.errors import CheckpointError, ParityError, UsageError
+from edgeprune.materialize import (
+    apply_torch_prune_masks,
+    detect_dead_channels,
+    load_masked_state_dict,
+    materialize,
+)
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _flush_denormals() -> Iterator[None]:
+    """Random-init weights produce denormal floats that make CPU convs crawl."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    """32 real handwritten digits, 8×8 upsampled to 32×32, replicated to 3 channels."""
+    from sklearn.datasets import load_digits
+
+    images = torch.tensor(load_digits().images[:32], dtype=torch.float32).unsqueeze(1) / 16.0
+    images = nn.functional.interpolate(images, size=32, mode="bilinear", align_corners=False)
+    return ((images - 0.3) / 0.4).repeat(1, 3, 1, 1)
+
+
+def _model(arch: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = getattr(import_torchvision().models, arch)(num_classes=10).eval()
+    for module in model.modules():  # trained-looking BN statistics
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    return _model("resnet18")
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2() -> nn.Module:
+    return _model("mobilenet_v2")
+
+
+def _zero_bn(bn: nn.BatchNorm2d, channels: torch.Tensor) -> None:
+    with torch.no_grad():
+        bn.weight[channels] = 0
+        bn.bias[channels] = 0
+
+
+def _dead_rows(weight: torch.Tensor) -> torch.Tensor:
+    return weight.detach().flatten(1).abs().sum(dim=1) == 0
+
+
+def _max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((a(x) - b(x)).abs().max())
+
+
+def _ln_structured_resnet(resnet18: nn.Module, *, remove: bool) -> tuple[nn.Module, int]:
+    model = copy.deepcopy(resnet18)
+    total = 0
+    for block in ("layer1.0", "layer2.1", "layer3.0"):
+        conv = model.get_submodule(f"{block}.conv1")
+        prune.ln_structured(conv, "weight", amount=0.3, n=2, dim=0)
+        dead = _dead_rows(conv.weight)
+        total += int(dead.sum())
+        _zero_bn(model.get_submodule(f"{block}.bn1"), dead)
+        if remove:
+            prune.remove(conv, "weight")
+    return model, total
+
+
+@pytest.mark.parametrize("remove", [False, True], ids=["masked", "prune-removed"])
+def test_ln_structured_channels_go_with_identical_outputs(
+    resnet18: nn.Module, digits: torch.Tensor, remove: bool
+) -> None:
+    model, dead = _ln_structured_resnet(resnet18, remove=remove)
+    result = materialize(model, digits[:1], calibration=digits)
+
+    assert result.removed == {"layer1.0.conv1": 19, "layer2.1.conv1": 38, "layer3.0.conv1": 77}
+    assert sum(result.removed.values()) == dead
+    assert result.model.layer2[1].conv1.out_channels == 128 - 38
+    assert result.model.layer2[1].conv2.in_channels == 128 - 38
+    assert result.model.layer2[1].bn1.num_features == 128 - 38
+    assert result.params_after < result.params_before
+    assert result.macs_after < result.macs_before
+    assert result.max_abs_diff <= TOL
+    assert _max_diff(result.model, model, digits) <= TOL  # independent of the internal check
+    json.dumps(result.to_dict())
+    if not remove:  # the input model is left as it was
+        assert hasattr(model.layer1[0].conv1, "weight_orig")
+
+
+def test_random_structured_on_mobilenet_v2_goes_through_the_depthwise_conv(
+    mobilenet_v2: nn.Module, digits: torch.Tensor
+) -> None:
+    model = copy.deepcopy(mobilenet_v2)
+    torch.manual_seed(3)
+    expected = {}
+    for block in (3, 6, 10):
+        expand = model.features[block].conv[0][0]
+        prune.random_structured(expand, "weight", amount=0.25, dim=0)
+        dead = _dead_rows(expand.weight)
+        expected[block] = int(dead.sum())
+        _zero_bn(model.features[block].conv[0][1], dead)
+    result = materialize(model, digits[:1], calibration=digits)
+
+    assert sum(result.removed.values()) == sum(expected.values())
+    for block, n in expected.items():
+        dw = result.model.features[block].conv[1][0]
+        width = model.features[block].conv[1][0].out_channels - n
+        assert dw.in_channels == dw.out_channels == dw.groups == width
+        assert result.model.features[block].conv[2].in_channels == width
+    assert _max_diff(result.model, model, digits) <= TOL
+
+
+def _constant_channels(model: nn.Module, conv_name: str, bn_name: str, shifts: list[float]) -> None:
+    """Zero the first len(shifts) filters of a conv; its BN then emits those shifts."""
+    conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+    with torch.no_grad():
+        for c, shift in enumerate(shifts):
+            conv.weight[c] = 0
+            bn.weight[c] = 1.0
+            bn.running_mean[c] = 0.0
+            bn.bias[c] = shift
+
+
+def test_constant_channel_into_a_1x1_conv_is_folded_exactly(
+    mobilenet_v2: nn.Module, digits: torch.Tensor
+) -> None:
+    model = copy.deepcopy(mobilenet_v2)
+    # features.1 ends in a 1×1 projection + BN (no activation) read by features.2's 1×1 expand
+    _constant_channels(model, "features.1.conv.1", "features.1.conv.2", [0.7, -1.3, 0.4])
+    result = materialize(model, digits[:1], calibration=digits)
+
+    assert result.removed == {"features.1.conv.1": 3}
+    expand = result.model.features[2].conv[0][0]
+    assert expand.in_channels == 13 and expand.bias is not None
+    assert _max_diff(result.model, model, digits) <= TOL
+
+
+def test_constant_channel_through_relu6_and_pooling_is_folded_into_the_classifier(
+    mobilenet_v2: nn.Module, digits: torch.Tensor
+) -> None:
+    model = copy.deepcopy(mobilenet_v2)
+    # 1×1 conv → BN → ReLU6 → global average pool → dropout → linear; 9.0 is clipped to 6 by
+    # ReLU6 and -2.0 becomes 0 (dead), which the fold must see
+    _constant_channels(model, "features.18.0", "features.18.1", [0.5, 9.0, -2.0, 3.0])
+    before = model.classifier[1].bias.detach().clone()
+    result = materialize(model, digits[:1], calibration=digits)
+
+    assert result.removed == {"features.18.0": 4}
+    assert result.model.classifier[1].in_features == 1280 - 4
+    w = model.classifier[1].weight.detach()
+    folded = before + w[:, 0] * 0.5 + w[:, 1] * 6.0 + w[:, 3] * 3.0
+    assert torch.allclose(result.model.classifier[1].bias, folded, atol=1e-6)
+    assert _max_diff(result.model, model, digits) <= TOL
+
+
+def _constant_into_3x3(resnet18: nn.Module) -> nn.Module:
+    model = copy.deepcopy(resnet18)
+    # layer1.0.conv1 → bn1 → ReLU → layer1.0.conv2 (3×3, zero padding 1)
+    _constant_channels(model, "layer1.0.conv1", "layer1.0.bn1", [0.8, 0.5, 1.1])
+    return model
+
+
+def test_constant_channel_into_a_padded_3x3_conv_is_kept_by_default(
+    resnet18: nn.Module, digits: torch.Tensor
+) -> None:
+    model = _constant_into_3x3(resnet18)
+    for policy in ("fold", "keep"):
+        result = materialize(model, digits[:1], calibration=digits, constant_channels=policy)
+        assert result.removed == {}
+        assert result.model.layer1[0].conv1.out_channels == 64
+        assert result.max_abs_diff == 0.0
+        assert any("layer1.0.conv1: kept 3 constant" in n for n in result.notes)
+        assert any("unchanged" in n for n in result.notes)
+
+
+def test_remove_and_report_measures_the_deviation(
+    resnet18: nn.Module, digits: torch.Tensor
+) -> None:
+    model = _constant_into_3x3(resnet18)
+    result = materialize(
+        model, digits[:1], calibration=digits, constant_channels="remove-and-report"
+    )
+    assert result.removed == {"layer1.0.conv1": 3}
+    measured = _max_diff(result.model, model, digits)
+    assert measured > TOL
+    assert result.max_abs_diff == pytest.approx(measured, rel=1e-4)
+    note = next(n for n in result.notes if n.startswith("layer1.0.conv1: removed 3"))
+    assert f"{result.max_abs_diff:.3g}" in note
+
+
+def test_residual_channel_goes_only_when_dead_in_every_coupled_layer(
+    resnet18: nn.Module, digits: torch.Tensor
+) -> None:
+    model = copy.deepcopy(resnet18)
+    channel = torch.tensor([5])
+    # dead in layer2.0's main branch only: the downsample path and layer2.1 still feed it
+    with torch.no_grad():
+        model.layer2[0].conv2.weight[5] = 0
+    _zero_bn(model.layer2[0].bn2, channel)
+    result = materialize(model, digits[:1], calibration=digits)
+    assert result.removed == {}
+    assert result.model.layer2[0].conv2.out_channels == 128
+    assert any("alive in another" in n for n in result.notes)
+    found = detect_dead_channels(model, digits[:1], calibration=digits)
+    assert any(5 in info.partly_dead for info in found.values())
+
+    # now dead in every producer of the layer2 residual stream
+    for conv, bn in (
+        ("layer2.0.downsample.0", "layer2.0.downsample.1"),
+        ("layer2.1.conv2", "layer2.1.bn2"),
+    ):
+        with torch.no_grad():
+            model.get_submodule(conv).weight[5] = 0
+        _zero_bn(model.get_submodule(bn), channel)
+    result = materialize(model, digits[:1], calibration=digits)
+    assert sum(result.removed.values()) == 1
+    for name in ("layer2.0.conv2", "layer2.0.downsample.0", "layer2.1.conv2"):
+        assert result.model.get_submodule(name).out_channels == 127
+    assert result.model.layer3[0].downsample[0].in_channels == 127
+    assert _max_diff(result.model, model, digits) <= TOL
+
+
+def test_nothing_dead_comes_back_unchanged_with_a_note(
+    resnet18: nn.Module, digits: torch.Tensor
+) -> None:
+    result = materialize(resnet18, digits[:1], calibration=digits)
+    assert result.removed == {}
+    assert result.params_after == result.params_before
+    assert result.macs_after == result.macs_before
+    assert result.max_abs_diff == 0.0
+    assert any("unchanged" in n for n in result.notes)
+    assert _max_diff(result.model, resnet18, digits) == 0.0
+
+
+def test_edgeprune_masks_switch_channels_off(resnet18: nn.Module, digits: torch.Tensor) -> None:
+    keep = torch.ones(128, dtype=torch.bool)
+    keep[[3, 40, 41, 99]] = False
+    masks = {"layer2.1.conv1": keep, "layer2.1.bn1": keep}
+    result = materialize(resnet18, digits[:1], masks=masks, calibration=digits)
+    assert result.removed == {"layer2.1.conv1": 4}
+    masked = copy.deepcopy(resnet18)
+    mat.apply_masks(masked, masks)
+    assert _max_diff(result.model, masked, digits) <= TOL
+    assert resnet18.layer2[1].bn1.weight[3] != 0  # caller's model untouched
+
+    with pytest.raises(UsageError, match="entries"):
+        materialize(resnet18, digits[:1], masks={"layer2.1.conv1": keep[:5]})
+    with pytest.raises(UsageError, match="not a layer"):
+        materialize(resnet18, digits[:1], masks={"layer9.conv": keep})
+
+
+def test_masked_state_dict_loads_into_plain_weights(
+    resnet18: nn.Module, digits: torch.Tensor
+) -> None:
+    model, _ = _ln_structured_resnet(resnet18, remove=False)
+    state = model.state_dict()
+    assert "layer1.0.conv1.weight_orig" in state and "layer1.0.conv1.weight_mask" in state
+
+    fresh = _model("resnet18")
+    load_masked_state_dict(fresh, state)
+    assert torch.equal(fresh.layer1[0].conv1.weight, model.layer1[0].conv1.weight)
+    assert _max_diff(fresh, model, digits) == 0.0
+    assert sum(materialize(fresh, digits[:1]).removed.values()) == 134
+
+    del state["layer1.0.conv1.weight_mask"]
+    with pytest.raises(CheckpointError, match="weight_mask"):
+        load_masked_state_dict(_model("resnet18"), state)
+
+
+def test_apply_torch_prune_masks_bakes_the_masks_in(resnet18: nn.Module) -> None:
+    model, _ = _ln_structured_resnet(resnet18, remove=False)
+    converted = apply_torch_prune_masks(model)
+    assert converted == ["layer1.0.conv1.weight", "layer2.1.conv1.weight", "layer3.0.conv1.weight"]
+    conv = model.layer1[0].conv1
+    assert not hasattr(conv, "weight_orig") and isinstance(conv.weight, nn.Parameter)
+    assert int(_dead_rows(conv.weight).sum()) == 19
+
+
+def test_parity_guard_fires_when_an_unsafe_fold_slips_through(
+    resnet18: nn.Module, digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fault injection: pretend a zero-padded 3×3 conv absorbs constants exactly
+    monkeypatch.setattr(mat, "_fold_exact", lambda module: True)
+    with pytest.raises(ParityError, match="deviates"):
+        materialize(_constant_into_3x3(resnet18), digits[:1], calibration=digits)
+
+
+def test_unknown_policy_is_a_usage_error(resnet18: nn.Module, digits: torch.Tensor) -> None:
+    with pytest.raises(UsageError, match="constant_channels"):
+        materialize(resnet18, digits[:1], constant_channels="drop")
