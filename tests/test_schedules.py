@@ -142,6 +142,7 @@ def test_soft_versus_hard_at_the_same_ratio(trained, bundle, example):
     assert 0.5 < data["soft"]["top1_after"] <= 1 and 0.5 < data["hard"]["top1_after"] <= 1
 
 
+@pytest.mark.slow
 def test_schedule_resumes_from_its_checkpoints(trained, bundle, example, tmp_path):
     config = PruneConfig(ratio=0.5)
     recipe = get_recipe("full", max_batches_per_epoch=3, val_max_batches=1)
