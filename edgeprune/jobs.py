@@ -114,6 +114,43 @@ def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | 
     return {"out": str(path), **record}
 
 
+def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str,
+                 schedule: str, recipe: str = "full", epochs: int = 2, lr: float | None = None,
+                 max_batches: int | None = None, batch_size: int = 64, force: bool = False,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """Prune with a pipeline (oneshot, iterative, during-training, soft, retrain) + training.
+
+    Training phases checkpoint next to ``out`` (``<out>.ckpt``), so an interrupted run started
+    again with the same arguments resumes; the checkpoints are removed once ``out`` is written.
+    """
+    import shutil
+
+    from edgeprune import saving
+    from edgeprune.schedules import run_schedule
+    from edgeprune.train import get_recipe
+
+    check_writable(out, force=force)
+    loaded = load_source(source)
+    bundle = _data(data, loaded.input_shape, batch_size, config.seed, progress)
+    overrides: dict[str, Any] = {}
+    if lr is not None:
+        overrides["lr"] = lr
+    if max_batches is not None:
+        overrides["max_batches_per_epoch"] = max_batches
+    chosen = get_recipe(recipe, **overrides)
+    ckpt = Path(f"{out}.ckpt")
+    result = run_schedule(loaded.model, bundle, schedule, config, chosen, epochs=epochs,
+                          example_inputs=_example(bundle, loaded.input_shape),
+                          progress=progress, checkpoint_dir=ckpt)
+    record = {"job": "prune", "source": source.spec, "data": data, "recipe": chosen.name,
+              "config": config.to_dict(), **result.to_dict()}
+    path = saving.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
+                       history=loaded.history + list(result.history), extra={"prune": record},
+                       force=force)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return {"out": str(path), **record}
+
+
 def _labeled(bundle: Any, n_batches: int) -> list[Any]:
     batches = []
     for i, (x, y) in enumerate(bundle.train):

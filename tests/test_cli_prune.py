@@ -66,3 +66,20 @@ def test_prune_bad_input_one_line(tmp_path, capsys, argv, needle):
     assert code != 0
     assert needle in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_prune_with_a_schedule_trains_and_saves(tmp_path, capsys):
+    code, r = _run(capsys, "prune", "--model", "builtin:mnist-cnn", "--data", "builtin:mnist5k",
+                   "--ratio", "0.6", "--schedule", "oneshot", "--epochs", "1",
+                   "--max-batches", "8", "--out", str(tmp_path / "m"))
+    assert code == 0 and r["schedule"] == "oneshot"
+    # training after pruning recovers accuracy on real digits
+    assert r["accuracy_after"]["top1"] > r["accuracy_pruned"]["top1"]
+    assert edgeprune.load(tmp_path / "m").features[0].out_channels < 32
+    assert not (tmp_path / "m.ckpt").exists()  # checkpoints cleaned once the model is written
+
+
+def test_schedule_needs_data(tmp_path, capsys):
+    code = main(["prune", "--model", "builtin:mnist-cnn", "--schedule", "soft",
+                 "--out", str(tmp_path / "m")])
+    assert code == 2 and "needs --data" in capsys.readouterr().err

@@ -50,6 +50,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, metavar="N")
     p.add_argument("--no-eval", action="store_true", help="skip accuracy before/after")
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("pipelines (need --data)")
+    g.add_argument("--schedule", metavar="NAME",
+                   help="oneshot | iterative | during-training | soft | retrain: prune and "
+                   "train together (default: prune only, no training)")
+    g.add_argument("--recipe", default="full", metavar="NAME",
+                   help="fine-tuning recipe: full, partial (pruned blocks + BN + classifier at "
+                   "lr 1e-4), distill (from the unpruned model); default full")
+    g.add_argument("--epochs", type=int, default=2, metavar="N",
+                   help="training epochs the schedule spends in total (default 2)")
+    g.add_argument("--lr", type=float, metavar="X", help="learning rate (default: the recipe's)")
+    g.add_argument("--max-batches", type=int, metavar="N",
+                   help="cap batches per epoch (quick runs)")
     p.add_argument("--out", required=True, metavar="DIR", help="pruned model directory to write")
     add_force(p)
     return p
@@ -60,7 +72,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.jobs import ModelSource, load_source, prune_job
+    from edgeprune.errors import UsageError
+    from edgeprune.jobs import ModelSource, load_source, prune_job, schedule_job
     from edgeprune.prune import PruneConfig, load_layer_ratios
 
     layer_ratios = None
@@ -71,10 +84,22 @@ def run(args: argparse.Namespace, out: Output) -> int:
                          layer_ratios=layer_ratios, layers=args.layers,
                          ignored_layers=args.ignore, round_to=args.round_to,
                          iterative_steps=args.steps, seed=args.seed)
-    result = prune_job(ModelSource(args.model, args.weights, args.input_shape), config, args.out,
+    source = ModelSource(args.model, args.weights, args.input_shape)
+    progress = None if out.json else out.progress
+    if args.schedule:
+        if not args.data:
+            raise UsageError(f"--schedule {args.schedule} trains the model and needs --data",
+                             hint="pass --data SPEC, e.g. builtin:mnist5k")
+        result = schedule_job(source, config, args.out, data=args.data, schedule=args.schedule,
+                              recipe=args.recipe, epochs=args.epochs, lr=args.lr,
+                              max_batches=args.max_batches, batch_size=args.batch_size,
+                              force=args.force, progress=progress)
+        out.result(result, render_schedule)
+        return 0
+    result = prune_job(source, config, args.out,
                        data=args.data, calibration_batches=args.calibration_batches,
                        batch_size=args.batch_size, evaluate=not args.no_eval, force=args.force,
-                       progress=None if out.json else out.progress)
+                       progress=progress)
     out.result(result, render)
     return 0
 
@@ -98,5 +123,18 @@ def render(r: dict[str, Any]) -> str:
                             for g in changed[:25]]))
         if len(changed) > 25:
             lines.append(f"  … {len(changed) - 25} more groups (--format json lists all)")
+    lines.extend(f"note: {n}" for n in r.get("notes", []))
+    return "\n".join(lines)
+
+
+def render_schedule(r: dict[str, Any]) -> str:
+    def pct(acc: dict[str, Any] | None) -> str:
+        return "–" if not acc else f"{100 * acc['top1']:.2f}%"
+
+    lines = [f"{r['schedule']} pruning of {r['source']} → {r['out']} (recipe {r['recipe']})",
+             f"  params {r['params_before']:,} → {r['params_after']:,}",
+             f"  top-1  before {pct(r['accuracy_before'])}, right after pruning "
+             f"{pct(r.get('accuracy_pruned'))}, after training {pct(r['accuracy_after'])} "
+             f"on {r['data']} (val split)"]
     lines.extend(f"note: {n}" for n in r.get("notes", []))
     return "\n".join(lines)
