@@ -18,8 +18,11 @@ What is not pruned, on purpose (the group is left out of :func:`channel_groups`)
 - groups touching a *grouped* convolution that is not depthwise (RegNet, ResNeXt, ShuffleNet
   branches): Torch-Pruning 1.6's low-level prune of such convs does not keep the per-group
   channel blocks consistent; the reason is listed by :func:`skipped_groups`;
-- groups touching ``nn.MultiheadAttention`` (ViT) or unwrapped parameters (class token,
-  position embeddings): pruning them needs per-head rounding we do not do yet.
+- groups touching ``nn.MultiheadAttention`` (ViT): pruning it needs per-head rounding we do
+  not do yet.
+
+Bare parameters that scale channels (ConvNeXt's ``layer_scale``) are members too: ``module`` is
+their owner and ``param`` names the parameter.
 
 Models whose channels are permuted between layers (channel shuffle in ShuffleNetV2) cannot be
 pruned through index mapping at all: :func:`build_graph` raises :class:`PruningError`.
@@ -85,6 +88,8 @@ class Member:
     dim: str  # "out": output channels / features / norm channels are cut; "in": input channels
     idxs: tuple[int, ...]
     root_idxs: tuple[int, ...] = ()
+    param: str = ""  # set when the member is a bare parameter of ``module`` (a layer scale)
+    param_dim: int = 0  # the axis of ``param`` that is cut
 
     @functools.cached_property
     def one_to_one(self) -> bool:
@@ -110,7 +115,7 @@ class ChannelGroup:
         """
         result: list[tuple[Member, torch.Tensor]] = []
         for member in self.members:
-            weight = getattr(member.module, "weight", None)
+            weight = getattr(member.module, member.param or "weight", None)
             if not isinstance(weight, torch.Tensor):
                 continue
             axis = _weight_axis(member)
@@ -383,7 +388,7 @@ def _convert(dg: Any, tp_group: Any) -> ChannelGroup | None:
         module = item.dep.target.module
         name = dg._module2name.get(module)
         if isinstance(module, nn.Parameter):
-            members.append(Member(name or "<parameter>", _ParamHolder(), "out", (), ()))
+            members.append(_parameter_member(dg, module, item))
             continue
         has_params = any(True for _ in module.parameters(recurse=False))
         if name is None or not (has_params or isinstance(module, nn.MultiheadAttention)):
@@ -402,8 +407,25 @@ def _convert(dg: Any, tp_group: Any) -> ChannelGroup | None:
     return ChannelGroup(root=root, size=size, members=tuple(members))
 
 
-class _ParamHolder(nn.Module):
-    """Stands in for an unwrapped ``nn.Parameter`` member so the group can be refused."""
+def _parameter_member(dg: Any, param: nn.Parameter, item: Any) -> Member:
+    """A bare parameter (ConvNeXt's layer scale) as a member: its owner module plus ``param``."""
+    qualified = dg._param_to_name.get(param, "")
+    owner_name, _, attr = qualified.rpartition(".")
+    owner = dg.model.get_submodule(owner_name) if qualified else _Unknown()
+    pairs = sorted(zip(item.root_idxs, item.idxs, strict=True))
+    return Member(
+        name=qualified or "<parameter>",
+        module=owner,
+        dim="out",
+        idxs=tuple(int(i) for _, i in pairs),
+        root_idxs=tuple(int(r) for r, _ in pairs),
+        param=attr,
+        param_dim=int(dg.module2node[param].pruning_dim),
+    )
+
+
+class _Unknown(nn.Module):
+    """Owner of a parameter Torch-Pruning could not name; its group is refused."""
 
 
 def _member_dim(dg: Any, handler: Callable[..., Any], module: nn.Module) -> str:
@@ -422,8 +444,8 @@ def _is_depthwise(module: nn.Module) -> bool:
 def _unsupported(group: ChannelGroup) -> str | None:
     for member in group.members:
         module = member.module
-        if isinstance(module, _ParamHolder):
-            return f"{member.name}: unwrapped parameter (class token / position embedding)"
+        if isinstance(module, _Unknown):
+            return "an unnamed bare parameter"
         if isinstance(module, nn.MultiheadAttention):
             return f"{member.name}: multi-head attention needs per-head pruning"
         if isinstance(module, _CONV) and module.groups > 1 and not _is_depthwise(module):
@@ -435,6 +457,8 @@ def _unsupported(group: ChannelGroup) -> str | None:
 
 def _weight_axis(member: Member) -> int:
     module = member.module
+    if member.param:
+        return member.param_dim % getattr(module, member.param).dim()
     if isinstance(module, _CONV):
         transposed = bool(getattr(module, "transposed", False))
         if member.dim == "out" or _is_depthwise(module):

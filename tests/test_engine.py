@@ -160,7 +160,7 @@ def test_classifier_outputs_are_never_pruned() -> None:
         graph = engine.build_graph(model, torch.randn(X32))
         assert graph.protected
         for group in engine.channel_groups(graph):
-            fresh = _group(engine.refresh_groups(graph), group.root)
+            fresh = engine.group_of(graph, group.root)
             engine.prune_group(graph, fresh, list(range(0, fresh.size, 2)))
         assert model(torch.randn(X32)).shape == (1, 10)
 
@@ -221,3 +221,30 @@ def test_channel_shuffle_is_refused_with_a_clear_error() -> None:
     model = _model("shufflenet_v2_x0_5")
     with pytest.raises(PruningError, match="channel shuffle"):
         engine.build_graph(model, torch.randn(X32))
+
+
+def test_convnext_layer_scale_is_a_member_and_follows_its_channel() -> None:
+    model = _model("convnext_tiny")
+    graph = engine.build_graph(model, torch.randn(X32))
+    group = next(g for g in engine.channel_groups(graph) if g.root == "features.2.1")
+    scales = [m for m in group.members if m.param == "layer_scale"]
+    assert [m.name for m in scales][-1].endswith("layer_scale") and len(scales) == 3
+    member = scales[0]
+    before = member.module.layer_scale.detach().clone()
+    rows = dict((m.name, w) for m, w in group.weights())
+    assert torch.equal(rows[member.name][11], before[member.idxs[11]].reshape(-1))
+    engine.prune_group(graph, group, [11])
+    after = member.module.layer_scale.detach()
+    keep = [i for i in range(before.shape[0]) if i != member.idxs[11]]
+    assert torch.equal(after, before[keep])
+
+
+def test_grouped_convolutions_are_skipped_with_a_reason() -> None:
+    model = _model("regnet_x_400mf")
+    graph = engine.build_graph(model, torch.randn(X32))
+    groups = engine.channel_groups(graph)
+    skipped = engine.skipped_groups(graph)
+    assert skipped and all("grouped convolution" in r for r in skipped.values())
+    assert groups and not set(skipped) & {g.root for g in groups}
+    with pytest.raises(PruningError, match="grouped convolution"):
+        engine.group_of(graph, next(iter(skipped)))
