@@ -268,6 +268,14 @@ def _progress_line(row: dict[str, Any]) -> str:
     )
 
 
+NOISY_CV = 0.15  # coefficient of variation above which a row's timings are flagged
+
+
+def _noisy(row: dict[str, Any]) -> str:
+    cv = max(row["timing"]["a"]["cv"], row["timing"]["b"]["cv"])
+    return f" ⚠ cv {cv:.2f}" if cv > NOISY_CV else ""
+
+
 def markdown(data: dict[str, Any]) -> str:
     head = (
         "| arch | ratio | round_to | threads | params | MACs (G) | MAC red. | "
@@ -285,7 +293,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"{r['params_before'] / 1e6:.2f}M → {r['params_after'] / 1e6:.2f}M | "
             f"{r['macs_before'] / 1e9:.3f} → {r['macs_after'] / 1e9:.3f} | "
             f"{r['mac_reduction']:.2f}× | "
-            f"{r['latency_before_ms']:.2f} → {r['latency_after_ms']:.2f} | "
+            f"{r['latency_before_ms']:.2f} → {r['latency_after_ms']:.2f}{_noisy(r)} | "
             f"{r['speedup']:.2f}× | {eff} | "
             f"{r['speedup_paired']:.2f}× ({r['efficiency_paired']:.2f}) |"
         )
@@ -296,7 +304,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"per session (warm-up {s['warmup']}), onnxruntime {data['environment']['onnxruntime']} "
         f"CPU, {data['environment']['cpu_count']} cores. Speed-up = ratio of medians; paired = "
         "median of back-to-back A/B ratios. Efficiency = speed-up / MAC reduction; "
-        f"goal ≥ {GOAL_EFFICIENCY} at ratio {GOAL_RATIO} (✓/✗)."
+        f"goal ≥ {GOAL_EFFICIENCY} at ratio {GOAL_RATIO} (✓/✗). ⚠ marks timings whose "
+        f"coefficient of variation exceeds {NOISY_CV}."
     )
     env = data["environment"]
     load = max(env["load_average_before"][0], env["load_average_after"][0])
