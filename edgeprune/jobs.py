@@ -37,6 +37,9 @@ class Loaded:
 def load_source(source: ModelSource) -> Loaded:
     from edgeprune import models, saving
 
+    if source.weights and saving.is_pruned_dir(source.spec):
+        raise UsageError("--weights cannot be combined with a pruned model directory",
+                         hint="the directory holds its own weights; drop --weights")
     model = models.load_model(source.spec, weights=source.weights)
     base_spec, history = source.spec, []
     if saving.is_pruned_dir(source.spec):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgeprune.errors import UsageError
+MODEL_HELP = ("torchvision:NAME[(k=v)], builtin:NAME, file.py:factory, package.module:factory, "
+              "or a pruned model directory")
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    parser.add_argument("--model", required=required, metavar="SPEC",
-                        help="torchvision:NAME[(k=v)], builtin:NAME, file.py:factory, "
-                        "package.module:factory, or a pruned model directory")
+def add_model_args(parser: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    """``--model SPEC`` (or a positional MODEL), ``--weights FILE``, ``--input-shape``."""
+    if positional:
+        parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    else:
+        parser.add_argument("--model", required=True, metavar="SPEC", help=MODEL_HELP)
     parser.add_argument("--weights", metavar="FILE",
                         help="state dict (.pt/.pth read with weights_only, or .safetensors)")
     parser.add_argument("--input-shape", metavar="N,C,H,W", type=parse_shape,
@@ -32,21 +35,20 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def resolve_model(spec: str, weights: str | None,
                   input_shape: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...]]:
-    """Build the model and settle its input shape (flag, else what the spec/model knows)."""
-    from edgeprune import models
+    """A model spec or pruned directory → (module in eval mode, input shape with batch)."""
+    from edgeprune.jobs import ModelSource, load_source
 
-    model = models.load_model(spec, weights=weights)
-    shape = input_shape or models.default_input_shape(model) or models.default_input_shape(spec)
-    if shape is None:
-        raise UsageError(f"cannot tell the input shape of {spec!r}",
-                         hint="pass --input-shape N,C,H,W (e.g. 1,3,224,224)")
-    return model, tuple(shape)
-
-
-def example_inputs(shape: tuple[int, ...], seed: int = 0) -> Any:
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=gen)
+    loaded = load_source(ModelSource(spec, weights, input_shape))
+    return loaded.model, loaded.input_shape

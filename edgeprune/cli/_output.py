@@ -28,7 +28,7 @@ def add_format_flag(parser: argparse.ArgumentParser,
         return
     parser.add_argument(
         "--format", action="append", choices=("text", "json", *artifact_formats), default=None,
-        help=f"artifact format ({'|'.join(artifact_formats)}, default {artifact_formats[0]}) "
+        help=f"artifact format ({'|'.join(artifact_formats)}) "
         "and/or output format (text|json); may be given twice, e.g. --format onnx --format json")
     parser.set_defaults(_artifact_formats=artifact_formats)
 
@@ -45,7 +45,7 @@ def split_formats(args: argparse.Namespace) -> None:
         raise SystemExit("edgeprune: error: give --format at most once for the artifact "
                          f"({'|'.join(artifacts)}) and once for the output (text|json)")
     args.format = outputs[0] if outputs else "text"
-    args.artifact_format = kinds[0] if kinds else artifacts[0]
+    args.artifact_format = kinds[0] if kinds else None
 
 
 class Output:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from edgeprune.cli._common import MODEL_HELP, parse_shape, positive_int
 from edgeprune.cli._output import Output
 
 
@@ -21,18 +22,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "file.py:factory, package.module:factory (docs/data.md). "
         "Exit codes: 0 ok, 1 model/weights/data error, 2 usage.",
     )
-    parser.add_argument("--model", required=True, metavar="SPEC",
-                        help="torchvision:NAME, builtin:NAME, file.py:factory, "
-                        "package.module:factory, or a pruned model directory")
+    parser.add_argument("--model", required=True, metavar="SPEC", help=MODEL_HELP)
     parser.add_argument("--weights", metavar="FILE",
                         help="state dict (.pt/.pth read with weights_only, or .safetensors)")
     parser.add_argument("--data", required=True, metavar="SPEC",
                         help="data spec, e.g. builtin:mnist5k or imagefolder:PATH")
     parser.add_argument("--split", choices=("val", "train"), default="val",
                         help="which split to evaluate on (default: val)")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=256, metavar="N",
                         help="images per batch (default: 256)")
-    parser.add_argument("--input-shape", type=_shape, metavar="[N,]C,H,W",
+    parser.add_argument("--input-shape", type=parse_shape, metavar="[N,]C,H,W",
                         help="model input shape (default: what the model spec knows, else the "
                         "data's own shape)")
     parser.add_argument("--normalization", default="auto",
@@ -40,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="image normalisation (default: auto, per data set; docs/data.md)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the train/val split of data without one (default: 0)")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="torch intra-op threads for the pass (default: torch's own)")
     return parser
 
@@ -85,23 +84,3 @@ def _render(data: dict[str, Any]) -> str:
         f"top-5   {top5}",
         f"loss    {data['loss']:.4f}",
     ])
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 3,224,224") from None
-    if len(shape) not in (3, 4) or any(d <= 0 for d in shape):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 3,224,224")
-    return shape

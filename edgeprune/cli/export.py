@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgeprune.cli._common import add_model_args, positive_int, resolve_model
 from edgeprune.cli._output import Output
 from edgeprune.errors import UsageError
 
@@ -30,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "outputs with PyTorch's. Static shapes unless --dynamic-batch. One self-contained file "
         "when the model fits in 2 GB (easy to copy to a device), unless --external-data.",
         epilog="Exit codes: 0 ok, 1 export/parity/model error, 2 usage. "
-        "(--format is the output format, text or json; the artifact format is --to.)",
+        "--format names the artifact (onnx|tflite, same as --to) and/or the output (text|json).",
     )
     add_model_args(parser)
     parser.add_argument("--out", required=True, metavar="FILE", help="artifact to write")
@@ -39,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=ARTIFACT_FORMATS,
         help="artifact format (default: from the --out suffix, else onnx)",
     )
-    parser.add_argument("--opset", type=_positive_int, metavar="N", help="ONNX opset")
+    parser.add_argument("--opset", type=positive_int, metavar="N", help="ONNX opset")
     parser.add_argument(
         "--exporter",
         choices=EXPORTERS,
@@ -65,35 +66,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, positional: bool = False) -> None:
-    if positional:
-        parser.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
-    else:
-        parser.add_argument("--model", required=True, metavar="SPEC", help=_MODEL_HELP)
-    parser.add_argument(
-        "--weights",
-        metavar="FILE",
-        help="state dict (.pt/.pth read with weights_only, or .safetensors)",
-    )
-    parser.add_argument(
-        "--input-shape",
-        type=parse_shape,
-        metavar="N,C,H,W",
-        help="input shape (default: what the model spec knows, e.g. 1,3,224,224)",
-    )
-
-
-_MODEL_HELP = (
-    "torchvision:NAME, builtin:NAME, file.py:factory, package.module:factory, "
-    "or a pruned model directory"
-)
-
-
 def run(args: argparse.Namespace, out: Output) -> int:
-    fmt = args.to or ("tflite" if Path(args.out).suffix.lower() == ".tflite" else "onnx")
+    fmt = (args.to or getattr(args, "artifact_format", None)
+           or ("tflite" if Path(args.out).suffix.lower() == ".tflite" else "onnx"))
     if fmt == "onnx" and Path(args.out).suffix.lower() == ".tflite":
         raise UsageError("--to onnx with a .tflite output", hint="name the output FILE.onnx")
-    model, shape = _resolve_model(args.model, args.weights, args.input_shape)
+    model, shape = resolve_model(args.model, args.weights, args.input_shape)
     example, check, source = _inputs(args.data, shape)
 
     from edgeprune import export
@@ -119,40 +97,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _resolve_model(
-    spec: str, weights: str | None, input_shape: tuple[int, ...] | None
-) -> tuple[Any, tuple[int, ...]]:
-    """A model spec or pruned directory → (module in eval mode, input shape with batch)."""
-    from edgeprune import models, saving
-
-    if saving.is_pruned_dir(spec):
-        if weights:
-            raise UsageError(
-                "--weights cannot be combined with a pruned model directory",
-                hint="the directory holds its own weights; drop --weights",
-            )
-        model = saving.load(spec)
-    else:
-        model = models.load_model(spec, weights=weights)
-    model.eval()
-    return model, _input_shape(spec, model, input_shape)
-
-
-def _input_shape(spec: str, model: Any, given: tuple[int, ...] | None) -> tuple[int, ...]:
-    if given:
-        return given
-    from edgeprune import models
-
-    known = getattr(models, "default_input_shape", None)
-    shape = (known(model) or known(spec)) if known else None
-    if not shape:
-        raise UsageError(
-            f"cannot tell the input shape of {spec!r}",
-            hint="pass --input-shape N,C,H,W (e.g. 1,3,224,224)",
-        )
-    return tuple(int(d) for d in shape)
-
-
 def _inputs(data: str | None, shape: tuple[int, ...]) -> tuple[Any, Any, str]:
     """Example inputs and check inputs: real images from ``data``, else seeded noise."""
     import torch
@@ -175,26 +119,6 @@ def _inputs(data: str | None, shape: tuple[int, ...]) -> tuple[Any, Any, str]:
     if len(images) == 0:
         raise UsageError(f"{data} has fewer than {batch} images", hint="use a smaller batch")
     return images[:batch], images, f"{len(images)} real images from {data}"
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224")
-    return shape
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
 
 
 def _render(data: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgeprune.cli._common import add_force, add_model_args
+from edgeprune.cli._common import add_force, add_model_args, positive_int
 from edgeprune.cli._output import Output, table
 from edgeprune.errors import OutputExistsError, UsageError
 
@@ -32,18 +32,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="builtin:mnist5k|digits|animals, imagefolder:PATH, cifar10:PATH, ...")
     p.add_argument("--recipe", default="full", metavar="NAME|FILE",
                    help="recipe name (full, partial, distill) or a TOML file (default full)")
-    p.add_argument("--epochs", type=_positive, metavar="N", help="epochs (default: the recipe's)")
+    p.add_argument("--epochs", type=positive_int, metavar="N",
+                   help="epochs (default: the recipe's)")
     p.add_argument("--lr", type=float, metavar="X", help="learning rate (default: the recipe's)")
     p.add_argument("--schedule", dest="lr_schedule", choices=("cosine", "step", "constant"),
                    help="learning-rate schedule (default: the recipe's)")
     p.add_argument("--patience", type=int, metavar="N",
                    help="stop after N epochs without val gain (0: never)")
-    p.add_argument("--max-batches", type=_positive, metavar="N",
+    p.add_argument("--max-batches", type=positive_int, metavar="N",
                    help="train batches per epoch (default: all)")
-    p.add_argument("--val-batches", type=_positive, metavar="N",
+    p.add_argument("--val-batches", type=positive_int, metavar="N",
                    help="val batches checked after each epoch (default: all)")
-    p.add_argument("--batch-size", type=_positive, default=64, metavar="N")
-    p.add_argument("--threads", type=_positive, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="torch threads (default: the cores available)")
     p.add_argument("--seed", type=int, help="seed of weights order and shuffling (default 0)")
     p.add_argument("--layers", metavar="A,B",
@@ -57,16 +58,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="continue from the checkpoints in <out>.ckpt/")
     add_force(p)
     return p
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def _recipe(args: argparse.Namespace) -> Any:

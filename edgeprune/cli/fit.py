@@ -20,13 +20,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "fit", help="prune until the target's budgets are met, measuring on the device",
         description="Search pruned widths (strategy), fine-tune briefly between steps, measure "
-        "every accepted step on the target, fine-tune the chosen model longer, and write a run "
-        "directory: model/, model.onnx, report.json, candidates.csv, report.html. Budgets come "
-        "from the target's profile; each flag overrides one. Latency is per batch of "
-        "--measure-batch inputs, judged on the profile's percentile (p90 by default).",
+        "candidates on the target, fine-tune the chosen model longer, re-measure it, and write a "
+        "run directory: model/, model.onnx (batch 1), model-b<N>.onnx (the measured batch), "
+        "report.json, candidates.csv, report.html, measurements.jsonl. Budgets come from the "
+        "target's profile; a [fit] table (--config) and then each flag override them. A "
+        "--speedup budget is judged on the ratio to the unpruned model measured beside each "
+        "candidate, so a busy machine slows both alike; on the profile's percentile (p90 by "
+        "default).",
         epilog="Example: edgeprune fit --target local --model builtin:mnist-cnn "
-        "--data builtin:mnist5k --speedup 1.5 --out runs/fit1. Exit codes: 0 met, 3 cannot be "
-        "met, 1 error, 130 interrupted (run again to resume).")
+        "--data builtin:mnist5k --speedup 2 --max-accuracy-drop 1 --round-to 16 --out runs/fit. "
+        "Exit codes: 0 met, 3 cannot be met (best candidate and report still written), 1 error, "
+        "2 bad flags, 130 interrupted (run again to resume).")
+    p.add_argument("--config", metavar="FILE", help="TOML file whose [fit] table holds settings "
+                   "(keys as the flags, with underscores); flags override it")
     p.add_argument("--target", default=None, metavar="NAME", help="device (default: local)")
     p.add_argument("--model", metavar="SPEC", help="model spec (builtin:NAME, torchvision:NAME, "
                    "file.py:factory, ...)")
@@ -34,35 +40,64 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--input-shape", metavar="N,C,H,W", type=parse_shape)
     p.add_argument("--data", metavar="SPEC", help="real data: builtin:mnist5k, imagefolder:PATH, "
                    "cifar10:PATH, file.py:factory")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--latency-ms", type=float, metavar="X",
-                        help="latency budget in ms per measured batch")
-    budget.add_argument("--speedup", type=float, metavar="X", help="latency budget as a "
-                        "speed-up over the unpruned model measured in the same run")
-    p.add_argument("--max-accuracy-drop", type=float, metavar="P",
-                   help="allowed top-1 loss in percentage points")
-    p.add_argument("--memory-mb", type=float, metavar="M", help="peak RSS budget while measuring")
-    p.add_argument("--size-mb", type=float, metavar="S", help="ONNX size budget")
-    p.add_argument("--strategy", default=None, metavar="NAME",
-                   help="search strategy: uniform (default) or netadapt")
-    p.add_argument("--criterion", default=None, metavar="NAME", help="importance (default l2)")
-    p.add_argument("--round-to", type=int, default=None, metavar="N")
-    p.add_argument("--max-ratio", type=float, default=None, metavar="R",
-                   help="no group loses more than this fraction (default 0.9)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="training/evaluation batch (default 64)")
-    p.add_argument("--measure-batch", type=int, default=None, metavar="N",
-                   help="batch of the measured ONNX (default 64)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N",
-                   help="epochs of the final fine-tune (default 2)")
-    p.add_argument("--step-epochs", type=int, default=None, metavar="N",
-                   help="epochs of each short fine-tune between steps (default 1)")
-    p.add_argument("--step-batches", type=int, default=None, metavar="N",
-                   help="batches per short fine-tune epoch, 0 = all (default 20)")
-    p.add_argument("--final-batches", type=int, default=None, metavar="N",
-                   help="batches per final fine-tune epoch, 0 = all (default 0)")
-    p.add_argument("--max-steps", type=int, default=None, metavar="N")
-    p.add_argument("--runs", type=int, default=None, metavar="N", help="timed runs per measure")
+    budget = p.add_argument_group("budgets (override the profile's)")
+    latency = budget.add_mutually_exclusive_group()
+    latency.add_argument("--latency-ms", type=float, metavar="X",
+                         help="latency budget in ms per measured batch (batch 1 unless "
+                         "--measure-batch)")
+    latency.add_argument("--speedup", type=float, metavar="X", help="latency budget as a "
+                         "speed-up over the unpruned model measured in the same run, side by side")
+    budget.add_argument("--max-accuracy-drop", type=float, metavar="P",
+                        help="allowed top-1 loss in percentage points")
+    budget.add_argument("--memory-mb", type=float, metavar="M",
+                        help="peak RSS budget while measuring (judged at the measured batch)")
+    budget.add_argument("--size-mb", type=float, metavar="S", help="ONNX size budget")
+    search = p.add_argument_group("search")
+    search.add_argument("--strategy", default=None, metavar="NAME",
+                        help="search strategy: uniform (default) or netadapt")
+    search.add_argument("--criterion", default=None, metavar="NAME",
+                        help="importance (default l2)")
+    search.add_argument("--round-to", type=int, default=None, metavar="N", help="keep channel "
+                        "counts multiples of N (SIMD width: 16 for AVX-512 onnxruntime kernels)")
+    search.add_argument("--max-ratio", type=float, default=None, metavar="R",
+                        help="no group loses more than this fraction (default 0.9)")
+    search.add_argument("--max-steps", type=int, default=None, metavar="N")
+    search.add_argument("--uniform-tolerance", type=float, default=None, metavar="T",
+                        help="uniform: stop when the ratio interval is this narrow (default 0.1)")
+    search.add_argument("--netadapt-step", type=float, default=None, metavar="F",
+                        help="netadapt: latency cut per step, fraction of the unpruned (0.1)")
+    train = p.add_argument_group("fine-tuning")
+    train.add_argument("--batch-size", type=int, default=None, metavar="N",
+                       help="training/evaluation batch (default 64)")
+    train.add_argument("--epochs", type=int, default=None, metavar="N",
+                       help="epochs of the final fine-tune (default 2)")
+    train.add_argument("--final-batches", type=int, default=None, metavar="N",
+                       help="batches per final fine-tune epoch, 0 = all (default 0)")
+    train.add_argument("--step-epochs", type=int, default=None, metavar="N",
+                       help="epochs of each short fine-tune between steps (default 1)")
+    train.add_argument("--step-batches", type=int, default=None, metavar="N",
+                       help="batches per short fine-tune epoch, 0 = all (default 20)")
+    train.add_argument("--lr", type=float, default=None, metavar="LR", help="default 0.01")
+    train.add_argument("--eval-batches", type=int, default=None, metavar="N",
+                       help="val batches per candidate's accuracy, 0 = all (default 0)")
+    meas = p.add_argument_group("measuring")
+    meas.add_argument("--measure-batch", type=int, default=None, metavar="N",
+                      help="batch of the timed ONNX (default: 1 for an absolute budget; for "
+                      "--speedup, enough inputs for about 1 GMAC a run)")
+    meas.add_argument("--threads", type=int, default=None, metavar="N",
+                      help="intra-op threads (default: the profile's; 1 on the local target)")
+    meas.add_argument("--runs", type=int, default=None, metavar="N",
+                      help="timed runs per measurement (default 30)")
+    meas.add_argument("--warmup", type=int, default=None, metavar="N", help="default 5")
+    meas.add_argument("--max-repeats", type=int, default=None, metavar="N",
+                      help="repeats of a noisy attempt inside one measurement (default 0)")
+    meas.add_argument("--max-measurements", type=int, default=None, metavar="N",
+                      help="cap on device measurements for the whole fit (default 30)")
+    meas.add_argument("--noise-margin", type=float, default=None, metavar="F",
+                      help="re-measure results within this fraction of the budget (0.15)")
+    meas.add_argument("--verify-pairs", type=int, default=None, metavar="N",
+                      help="re-measurements of the final model (default 2)")
+    p.add_argument("--exporter", default=None, metavar="NAME", help="ONNX exporter (auto)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/fit-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its settings")
@@ -70,23 +105,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-_FLAGS = {"target": "target", "model": "model", "weights": "weights",
-          "input_shape": "input_shape", "data": "data", "latency_ms": "latency_ms",
-          "speedup": "speedup", "max_accuracy_drop": "max_accuracy_drop",
-          "memory_mb": "memory_mb", "size_mb": "size_mb", "strategy": "strategy",
-          "criterion": "criterion", "round_to": "round_to", "max_ratio": "max_ratio",
-          "batch_size": "batch_size", "measure_batch": "measure_batch", "epochs": "final_epochs",
-          "step_epochs": "step_epochs", "step_batches": "step_batches",
-          "final_batches": "final_batches", "max_steps": "max_steps", "runs": "runs",
-          "seed": "seed"}
+# flag dest -> FitSettings field (the same name unless listed)
+_RENAMED = {"epochs": "final_epochs"}
+_FLAGS = ("target", "model", "weights", "input_shape", "data", "latency_ms", "speedup",
+          "max_accuracy_drop", "memory_mb", "size_mb", "strategy", "criterion", "round_to",
+          "max_ratio", "max_steps", "uniform_tolerance", "netadapt_step", "batch_size", "epochs",
+          "final_batches", "step_epochs", "step_batches", "lr", "eval_batches", "measure_batch",
+          "threads", "runs", "warmup", "max_repeats", "max_measurements", "noise_margin",
+          "verify_pairs", "exporter", "seed")
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
+    """FitSettings from the [fit] table of --config (if any) with the flags laid over it."""
     from edgeprune.errors import UsageError
-    from edgeprune.fit import FitSettings
+    from edgeprune.fit import FitSettings, load_fit_table
 
-    given = {field: getattr(args, flag) for flag, field in _FLAGS.items()
+    given: dict[str, Any] = load_fit_table(args.config) if args.config else {}
+    flags = {_RENAMED.get(flag, flag): getattr(args, flag) for flag in _FLAGS
              if getattr(args, flag) is not None}
+    if "latency_ms" in flags or "speedup" in flags:  # a latency flag replaces the file's
+        given.pop("latency_ms", None)
+        given.pop("speedup", None)
+    given.update(flags)
     if not given.get("model") or not given.get("data"):
         raise UsageError("fit needs --model and --data (or --resume DIR)",
                          hint="e.g. --model builtin:mnist-cnn --data builtin:mnist5k")
@@ -101,9 +141,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     progress = None if out.json else _progress(out)
     try:
         if args.resume:
-            if args.out or args.model:
+            if args.out or args.model or args.config:
                 raise UsageError("--resume DIR takes its settings from DIR",
-                                 hint="drop --out/--model, or run without --resume")
+                                 hint="drop --out/--model/--config, or run without --resume")
             result = resume(args.resume, progress=progress)
         else:
             settings = settings_from_args(args)

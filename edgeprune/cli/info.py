@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgeprune.cli._common import add_model_args, resolve_model
 from edgeprune.cli._output import Output, table
-from edgeprune.cli.export import _resolve_model, add_model_args
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         info = stats.onnx_info(args.model)
         out.result({"kind": "onnx", "model": args.model, **info.to_dict()}, _render_onnx)
         return 0
-    model, shape = _resolve_model(args.model, args.weights, args.input_shape)
+    model, shape = resolve_model(args.model, args.weights, args.input_shape)
     import torch
 
     model_info = stats.model_info(model, torch.zeros(*shape))
