@@ -24,8 +24,9 @@ What is not pruned, on purpose (the group is left out of :func:`channel_groups`)
 Bare parameters that scale channels (ConvNeXt's ``layer_scale``) are members too: ``module`` is
 their owner and ``param`` names the parameter.
 
-Models whose channels are permuted between layers (channel shuffle in ShuffleNetV2) cannot be
-pruned through index mapping at all: :func:`build_graph` raises :class:`PruningError`.
+Models that regroup channels through 5-D views (channel shuffle in ShuffleNetV2, windowed
+attention in Swin and MaxViT) cannot be pruned through index mapping at all:
+:func:`build_graph` raises :class:`PruningError`.
 """
 
 from __future__ import annotations
@@ -240,8 +241,8 @@ def _refuse_channel_shuffle(model: nn.Module, outputs: Any) -> None:
         is_view = "View" in fn.name() or "Reshape" in fn.name()
         if is_view and sizes is not None and len(sizes) == 5:
             raise PruningError(
-                f"{type(model).__name__} permutes channels between layers (channel "
-                "shuffle), which the pruning engine cannot map",
+                f"{type(model).__name__} regroups channels through a 5-D view (channel "
+                "shuffle or windowed/head attention), which the pruning engine cannot map",
                 hint="choose an architecture without channel shuffle (e.g. mobilenet_v2/v3, "
                 "resnet, efficientnet) or prune this one unstructured",
             )

@@ -16,14 +16,16 @@ Which channels can go. For each channel group (see :mod:`edgeprune.engine`):
    ...), pooling or residual add lies between, because it is the real forward pass that is
    observed. All zero: the channel is **dead** and removing it is exact. One constant value:
    it is a **constant channel**. Anything else (a constant through a zero-padded depthwise conv
-   varies at the borders; squeeze-excitation rescales it per image): it is kept.
+   varies at the borders; squeeze-excitation rescales it per image) is kept, except under
+   ``"remove-and-report"``.
 3. A constant ``c`` is *folded* into a consumer's bias (``bias += W[:, i] · c``) where that is
    exact: a linear layer, a conv without zero padding (any kernel) or with constant-preserving
    padding. A zero-padded conv (3×3 with padding 1) sees ``0`` instead of ``c`` at the borders,
    so folding there is inexact. ``constant_channels`` decides: ``"fold"`` (default) folds where
    every consumer is exact and keeps the channel otherwise; ``"keep"`` never removes constant
-   channels; ``"remove-and-report"`` also removes the inexact ones (folding the interior value)
-   and reports the deviation each removal caused, measured.
+   channels; ``"remove-and-report"`` also removes the inexact and the data-independent but
+   varying ones (folding the interior value where there is one) and reports the deviation each
+   removal caused, measured on the calibration inputs.
 
 In a residual group a channel goes only when it is dead in every coupled producer: one live
 branch makes it vary, so it stays. Groups with a LayerNorm/GroupNorm (which normalise across
@@ -551,7 +553,7 @@ def _plan(
     for root, info in found.items():
         group = by_root[root]
         exact = list(info.dead) + (list(info.constant_exact) if policy != "keep" else [])
-        inexact = list(info.constant_inexact) if policy == "remove-and-report" else []
+        inexact = [*info.constant_inexact, *info.varying] if policy == "remove-and-report" else []
         if len(exact) + len(inexact) >= group.size:
             kept = (inexact or exact).pop()
             notes.append(f"{root}: every channel is dead or constant; channel {kept} is kept")
@@ -575,9 +577,10 @@ def _notes_before(
         if info.partly_dead:
             notes.append(
                 f"{root}: kept {len(info.partly_dead)} channel(s) zero in some coupled layers "
-                "but alive in another (residual/coupled group)"
+                "but alive in another coupled producer (a residual partner or a "
+                "squeeze-excitation scale)"
             )
-        if info.varying:
+        if info.varying and policy != "remove-and-report":
             notes.append(
                 f"{root}: kept {len(info.varying)} data-independent channel(s) whose value is "
                 "not one constant (zero-padded depthwise conv or channel rescaling follows)"

@@ -329,3 +329,26 @@ def test_densenet_constant_channels_fold_through_concat(digits: torch.Tensor) ->
     assert result.model.features.denseblock1.denselayer3.conv1.in_channels == 64 + 2 * 32 - 2
     assert result.model.features.transition1.conv.in_channels == 256 - 2
     assert _max_diff(result.model, model, digits[:8]) <= TOL
+
+
+def test_constant_through_a_padded_depthwise_conv_varies_and_is_kept(
+    mobilenet_v2: nn.Module, digits: torch.Tensor
+) -> None:
+    model = copy.deepcopy(mobilenet_v2)
+    # expand 1×1 → BN (shift 0.6) → ReLU6 → 3×3 depthwise with zero padding: the constant
+    # becomes a fixed border pattern, not one value
+    _constant_channels(model, "features.4.conv.0.0", "features.4.conv.0.1", [0.6, 0.6])
+    depthwise, bn = model.features[4].conv[1][0], model.features[4].conv[1][1]
+    with torch.no_grad():  # positive filters and shift so that ReLU6 keeps the border pattern
+        depthwise.weight[:2] = 0.2
+        bn.running_mean[:2], bn.weight[:2], bn.bias[:2] = 0.0, 1.0, 0.5
+    kept = materialize(model, digits[:1], calibration=digits)
+    assert kept.removed == {}
+    assert any("data-independent" in n for n in kept.notes)
+
+    removed = materialize(
+        model, digits[:1], calibration=digits, constant_channels="remove-and-report"
+    )
+    assert sum(removed.removed.values()) == 2
+    assert removed.model.features[4].conv[1][0].groups == 144 - 2
+    assert removed.max_abs_diff == pytest.approx(_max_diff(removed.model, model, digits), rel=1e-4)
