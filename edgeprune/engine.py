@@ -49,6 +49,7 @@ __all__ = [
     "ChannelGroup",
     "Graph",
     "Member",
+    "add_bias",
     "build_graph",
     "channel_groups",
     "check_forward",
@@ -629,11 +630,38 @@ def layer_widths(model: nn.Module) -> dict[str, dict[str, int]]:
     return widths
 
 
+def add_bias(graph: Graph, layer: str) -> nn.Parameter:
+    """Give conv/linear ``layer`` a zero bias if it has none (recorded in the history).
+
+    Folding a constant channel into the next layer needs a bias there; recording it lets
+    :func:`replay` rebuild the same parameter set. Returns the (new or existing) bias.
+    """
+    module = _module_by_name(graph.model, layer)
+    if getattr(module, "bias", None) is None:
+        _add_bias(module)
+        graph.steps.append({"op": "add_bias", "layer": layer})
+    return module.bias
+
+
+def _add_bias(module: nn.Module) -> None:
+    if not isinstance(module, (_CONV, nn.Linear)):
+        raise PruningError(
+            f"cannot add a bias to {type(module).__name__}", hint="only conv/linear layers"
+        )
+    if module.bias is None:
+        rows = module.weight.shape[1 if getattr(module, "transposed", False) else 0]
+        if getattr(module, "transposed", False):
+            rows *= module.groups
+        module.bias = nn.Parameter(torch.zeros(rows, dtype=module.weight.dtype))
+
+
 def history(graph: Graph) -> list[dict[str, Any]]:
     """Every prune step so far, JSON-serialisable, in order.
 
-    Each step is ``{"version": 1, "root": name, "channels": [root channel indices at the time
-    of the step]}``; indices refer to the model as it was just before that step.
+    A prune step is ``{"version": 1, "root": name, "channels": [root channel indices at the
+    time of the step]}``; indices refer to the model as it was just before that step. A layer
+    that received a (zero) bias it did not have — :func:`add_bias`, used when a constant channel
+    is folded away — is ``{"version": 1, "op": "add_bias", "layer": name}``.
     """
     return [{"version": HISTORY_VERSION, **copy.deepcopy(step)} for step in graph.steps]
 
@@ -656,6 +684,9 @@ def replay(
                 f"pruning history step {number} has version {version}",
                 hint=f"this edgeprune replays version {HISTORY_VERSION}",
             )
+        if step.get("op", "prune") == "add_bias":
+            _add_bias(_module_by_name(model, str(step.get("layer", ""))))
+            continue
         try:
             root, channels = str(step["root"]), [int(c) for c in step["channels"]]
         except (KeyError, TypeError, ValueError) as exc:

@@ -463,8 +463,6 @@ def _fold(member: engine.Member, k: int, value: float) -> None:
                 delta[rows] += weight[rows, local].sum(dim=tuple(range(1, weight.dim() - 1))) * (
                     value
                 )
-        if module.bias is None:
-            module.bias = nn.Parameter(torch.zeros_like(delta))
         module.bias += delta
 
 
@@ -614,6 +612,7 @@ def _remove(
     for k in channels:
         if k not in info.dead:
             for member, value in _consumer_values(consumers, probes, k) or []:
+                engine.add_bias(graph, member.name)
                 _fold(member, k, value)
     engine.prune_group(graph, group, channels)
     return len(channels)

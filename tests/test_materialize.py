@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import edgeprune.materialize as mat
+from edgeprune import engine
 from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import CheckpointError, ParityError, UsageError
 from edgeprune.materialize import (
@@ -160,6 +161,12 @@ def test_constant_channel_into_a_1x1_conv_is_folded_exactly(
     expand = result.model.features[2].conv[0][0]
     assert expand.in_channels == 13 and expand.bias is not None
     assert _max_diff(result.model, model, digits) <= TOL
+
+    # the bias the fold created is part of the history: replay rebuilds the same parameters
+    assert {"version": 1, "op": "add_bias", "layer": "features.2.conv.0.0"} in result.history
+    rebuilt = engine.replay(_model("mobilenet_v2"), digits[:1], result.history)
+    rebuilt.load_state_dict(result.model.state_dict())
+    assert _max_diff(rebuilt, result.model, digits) == 0.0
 
 
 def test_constant_channel_through_relu6_and_pooling_is_folded_into_the_classifier(
