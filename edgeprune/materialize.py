@@ -7,10 +7,11 @@ convs, the classifier's inputs — stays consistent) and checks the outputs did 
 
 Which channels can go. For each channel group (see :mod:`edgeprune.engine`):
 
-1. *Structurally data-independent*: every producer that mixes channels into the group (a
-   non-depthwise conv or linear "out" member) has a zero filter for the channel, or its output
-   is killed before any branch by a depthwise conv with a zero filter or a norm with zero scale.
-   Only then can the channel's value not depend on the input.
+1. *Structurally data-independent*: every producer that adds into the group's channel (a
+   non-depthwise conv or linear "out" member) has a zero filter for it, or its output is killed
+   before any branch by a depthwise conv with a zero filter or a norm with zero scale. Only then
+   can the channel's value not depend on the input. Producers that only *multiply* the channel
+   (squeeze-excitation scales) do not count, but then only a dead (zero) channel may go.
 2. *Measured*: the value every consumer (an "in" member) receives on that channel is recorded on
    the calibration inputs — after whatever BatchNorm, activation (ReLU, ReLU6, Hardswish, SiLU,
    ...), pooling or residual add lies between, because it is the real forward pass that is
@@ -261,12 +262,12 @@ def _analyse(
     groups: list[engine.ChannelGroup],
     batches: list[Inputs],
 ) -> tuple[dict[str, GroupChannels], dict[str, _Probe]]:
-    candidates: dict[str, tuple[list[int], list[int]]] = {}
+    candidates: dict[str, tuple[list[int], list[int], set[int]]] = {}
     consumers: dict[str, nn.Module] = {}
     for group in groups:
-        killed, partly = _structural(graph, group)
+        killed, partly, gated = _structural(graph, group)
         if killed or partly:
-            candidates[group.root] = (killed, partly)
+            candidates[group.root] = (killed, partly, gated)
             for member in group.members:
                 if member.dim == "in":
                     consumers[member.name] = member.module
@@ -275,25 +276,52 @@ def _analyse(
     for group in groups:
         if group.root not in candidates:
             continue
-        killed, partly = candidates[group.root]
-        found[group.root] = _classify(group, killed, partly, probes)
+        killed, partly, gated = candidates[group.root]
+        found[group.root] = _classify(group, killed, partly, gated, probes)
     return found, probes
 
 
-def _structural(graph: engine.Graph, group: engine.ChannelGroup) -> tuple[list[int], list[int]]:
-    """Channels data-independent in every producer, and those zero in only some of them."""
+def _structural(
+    graph: engine.Graph, group: engine.ChannelGroup
+) -> tuple[list[int], list[int], set[int]]:
+    """Channels data-independent in every producer, those zero in only some, and the gated.
+
+    A *gate* is a producer whose output only multiplies the channel (the scale branch of a
+    squeeze-excitation block): ``x · g(x)`` is exactly zero when ``x`` is, whatever ``g``, so
+    gates do not keep a channel alive — but a live gate makes a non-zero constant vary (and a
+    saturated hard-sigmoid could hide that on calibration data), so gated channels may only go
+    when they are dead.
+    """
     if any(isinstance(m.module, _MIXING_NORM) for m in group.members):
-        return [], []
+        return [], [], set()
     if not all(m.one_to_one for m in group.members if m.dim == "out"):
-        return [], []
+        return [], [], set()
     out_members = {m.name: m for m in group.members if m.dim == "out"}
     producers = [m for m in out_members.values() if _mixes_channels(m.module)]
-    if not producers:
-        return [], []
-    per_producer = [_killed(graph, p, out_members) for p in producers]
+    gates = [m for m in producers if _is_gate(graph, m)]
+    additive = [m for m in producers if m not in gates]
+    if not additive:
+        return [], [], set()
+    per_producer = [_killed(graph, p, out_members) for p in additive]
     all_killed = set.intersection(*per_producer)
     any_killed = set.union(*per_producer) | _zero_filters_anywhere(out_members.values())
-    return sorted(all_killed), sorted(any_killed - all_killed)
+    gated: set[int] = set()
+    for gate in gates:
+        gated |= all_killed - _killed(graph, gate, out_members)
+    return sorted(all_killed), sorted(any_killed - all_killed), gated
+
+
+def _is_gate(graph: engine.Graph, producer: engine.Member) -> bool:
+    """True when the producer's single path (through parameter-free ops) ends in a multiply."""
+    dg = graph.dg
+    node = dg.module2node.get(producer.module)
+    while node is not None and len(node.outputs) == 1:
+        node = node.outputs[0]
+        if len(node.inputs) > 1:
+            return "mul" in str(getattr(node.module, "_grad_fn", "")).lower()
+        if dg._module2name.get(node.module) is not None:
+            return False  # a real layer on the way: not a plain gate
+    return False
 
 
 def _mixes_channels(module: nn.Module) -> bool:
@@ -384,6 +412,7 @@ def _classify(
     group: engine.ChannelGroup,
     killed: list[int],
     partly: list[int],
+    gated: set[int],
     probes: Mapping[str, _Probe],
 ) -> GroupChannels:
     dead: list[int] = []
@@ -397,6 +426,8 @@ def _classify(
             varying.append(k)
         elif all(v == 0.0 for _, v in values):
             dead.append(k)
+        elif k in gated:
+            varying.append(k)
         elif all(_fold_exact(m.module) for m, _ in values):
             exact.append(k)
         else:

@@ -359,3 +359,34 @@ def test_constant_through_a_padded_depthwise_conv_varies_and_is_kept(
     assert sum(removed.removed.values()) == 2
     assert removed.model.features[4].conv[1][0].groups == 144 - 2
     assert removed.max_abs_diff == pytest.approx(_max_diff(removed.model, model, digits), rel=1e-4)
+
+
+def test_dead_channels_go_through_squeeze_excitation(digits: torch.Tensor) -> None:
+    model = _model("mobilenet_v3_small")
+    block = model.features[4].block  # expand → depthwise → squeeze-excitation → project
+    width = block[1][0].out_channels
+    keep = torch.ones(width, dtype=torch.bool)
+    keep[[0, 5, 9]] = False
+    # the depthwise BN emits 0, Hardswish(0) = 0 and the SE scale multiplies 0: dead,
+    # whatever the SE branch computes
+    result = materialize(
+        model, digits[:1], masks={"features.4.block.1.1": keep}, calibration=digits
+    )
+    assert sum(result.removed.values()) == 3
+    se = result.model.features[4].block[2]
+    assert se.fc1.in_channels == se.fc2.out_channels == width - 3
+    assert result.model.features[4].block[3][0].in_channels == width - 3
+    masked = copy.deepcopy(model)
+    mat.apply_masks(masked, {"features.4.block.1.1": keep})
+    assert _max_diff(result.model, masked, digits) <= TOL
+
+
+def test_a_constant_through_squeeze_excitation_is_kept(digits: torch.Tensor) -> None:
+    model = _model("mobilenet_v3_small")
+    bn = model.features[4].block[1][1]
+    with torch.no_grad():  # the depthwise BN emits 0.8: the SE scale makes it vary per image
+        bn.weight[[0, 5]] = 0.0
+        bn.bias[[0, 5]] = 0.8
+    result = materialize(model, digits[:1], calibration=digits)
+    assert result.removed == {}
+    assert any("data-independent" in n for n in result.notes)
