@@ -1,10 +1,17 @@
-"""Reports of a fit run, rendered only from the run's data (``settings.json``, ``state.json``).
+"""Reports of a fit run, rendered only from the run's data (``settings.json``, ``state.json``,
+``measurements.jsonl``).
 
 :func:`render_run` writes ``report.json`` (everything, machine-readable), ``candidates.csv`` (one
 row per candidate) and a self-contained ``report.html`` (plots embedded as base64 PNG: accuracy
 versus measured latency with the Pareto front, the budget and the unpruned model; per-group
 widths; the table of the front; the device facts). :func:`summary_text` is the terminal summary.
 matplotlib is imported lazily, with the Agg backend.
+
+Latency in the report is the one budgets were judged on (``latency_ms`` of a candidate): for a
+relative budget, the candidate's ratio to the unpruned model measured beside it times the unpruned
+model's first measurement ("load-corrected"); each candidate's own raw percentiles are kept too.
+The outcome numbers (``speedup``, ``final_latency_ms``) come from the final re-measure of the
+model handed back, not from the search.
 """
 
 from __future__ import annotations
@@ -23,11 +30,31 @@ from edgeprune.errors import UsageError
 
 __all__ = ["CSV_COLUMNS", "build_report", "pareto_front", "render_run", "summary_text"]
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 CSV_COLUMNS = ("id", "step", "kind", "parent", "note", "accuracy", "params", "macs",
-               "size_bytes", "measured", "feasible", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
-               "cv", "peak_rss_mb", "predicted_latency_ms", "meets_budget", "on_front", "widths",
+               "size_bytes", "measured", "feasible", "latency_ms", "latency_ratio", "ref_ms",
+               "measurements", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cv", "noisy",
+               "peak_rss_mb", "predicted_latency_ms", "meets_budget", "on_front", "widths",
                "error")
+
+
+def _judged(record: dict[str, Any], pct: int) -> float | None:
+    """The latency a record was judged on (older runs: its own percentile)."""
+    value = record.get("latency_ms", record.get(f"p{pct}_ms"))
+    return None if value is None else float(value)
+
+
+def _log(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "measurements.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 def _read(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -39,7 +66,7 @@ def _read(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             json.loads(state_file.read_text(encoding="utf-8")))
 
 
-def pareto_front(records: Sequence[dict[str, Any]], latency_key: str) -> list[str]:
+def pareto_front(records: Sequence[dict[str, Any]], latency_key: str = "latency_ms") -> list[str]:
     """Ids of measured, runnable candidates no other beats on both latency and accuracy."""
     points = [r for r in records if r.get("feasible") and r.get(latency_key) is not None]
     points.sort(key=lambda r: (r[latency_key], -r["accuracy"]))
@@ -57,18 +84,26 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     settings_doc, state = _read(run_dir)
     budgets = state.get("budgets", {})
     pct = int(budgets.get("latency_percentile", 90))
-    key = f"p{pct}_ms"
-    records = state.get("candidates", [])
+    records = [{**r, "latency_ms": _judged(r, pct)} for r in state.get("candidates", [])]
     by_id = {r["id"]: r for r in records}
-    front = pareto_front(records, key)
+    front = pareto_front(records)
     baseline = by_id.get(state.get("baseline_id", ""))
     final = state.get("final", {})
     best = by_id.get(final.get("candidate") or "")
+    verify = final.get("verify") or {}
     outcome = state.get("outcome", {"met": None, "reason": "run not finished"})
-    speedup = None
-    if baseline and best and baseline.get(key) and best.get(key):
-        speedup = baseline[key] / best[key]
+    search_speedup = None
+    if best and best.get("latency_ratio"):
+        search_speedup = 1 / best["latency_ratio"]
+    elif baseline and best and baseline.get("latency_ms") and best.get("latency_ms"):
+        search_speedup = baseline["latency_ms"] / best["latency_ms"]
+    speedup = 1 / verify["latency_ratio"] if verify.get("latency_ratio") else search_speedup
     settings = settings_doc.get("settings", {})
+    log = _log(run_dir)
+    loads = [e["load_avg_1m"] for e in log if e.get("load_avg_1m") is not None]
+    batch = state.get("measure_batch", settings.get("measure_batch"))
+    relative = budgets.get("max_latency_ms") is None and budgets.get("max_latency_ratio")
+    threads = state.get("threads")
     return {
         "report_version": REPORT_VERSION,
         "finished": state.get("phase") == "done",
@@ -78,10 +113,15 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         "data": settings.get("data"),
         "target": settings.get("target"),
         "strategy": settings.get("strategy"),
-        "latency_note": f"latency is per batch of {settings.get('measure_batch')} inputs "
-                        f"(ONNX input {final.get('onnx_input_shape')}), judged on p{pct}",
+        "latency_note": f"latency is per batch of {batch} inputs "
+                        f"(ONNX input {final.get('onnx_input_shape')}, "
+                        f"{threads or 'default'} thread{'s' if threads != 1 else ''}), judged on "
+                        f"p{pct}" + (" as the ratio to the unpruned model measured beside each "
+                                     "candidate (load-corrected)" if relative else ""),
         "budgets": budgets,
         "latency_limit_ms": state.get("latency_limit_ms"),
+        "measure_batch": batch,
+        "threads": threads,
         "baseline": baseline,
         "chosen": best,
         "chosen_id": best["id"] if best else None,
@@ -89,8 +129,19 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         "accuracy_after": final.get("accuracy"),
         "final_finetuned": final.get("finetuned"),
         "speedup": speedup,
+        "speedup_search": search_speedup,
+        "final_latency_ms": verify.get("latency_ms", best.get("latency_ms") if best else None),
+        "final_verify": verify or None,
+        "measured_artifact": final.get("measured_artifact"),
+        "deployable": {"file": final.get("deployable"),
+                       "input_shape": final.get("deployable_input_shape"),
+                       "size_bytes": final.get("deployable_size_bytes"),
+                       "measurement": final.get("deployable_measurement")},
         "device_measurements": state.get("device_measurements", 0),
+        "measurement_cap": settings.get("max_measurements"),
         "cached_measurements": state.get("cached_measurements", 0),
+        "measurement_log": log,
+        "load_avg_1m": {"min": min(loads), "max": max(loads)} if loads else None,
         "steps": state.get("step", 0),
         "wall_s": state.get("elapsed_s"),
         "groups": state.get("groups", {}),
@@ -148,7 +199,7 @@ def trade_off_png(report: dict[str, Any]) -> str:
     """Accuracy vs measured latency: every candidate, the front, the budget, the unpruned."""
     plt = _pyplot()
     pct = int(report["budgets"].get("latency_percentile", 90))
-    key = f"p{pct}_ms"
+    key = "latency_ms"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     measured = [r for r in report["candidates"] if r.get("feasible") and r.get(key)]
     ax.scatter([r[key] for r in measured], [100 * r["accuracy"] for r in measured],
@@ -167,8 +218,9 @@ def trade_off_png(report: dict[str, Any]) -> str:
                    c="#2ca02c", label="chosen, after final fine-tune", zorder=6)
     if report.get("latency_limit_ms"):
         ax.axvline(report["latency_limit_ms"], ls="--", c="#444", label="latency budget")
-    ax.set_xlabel(f"measured p{pct} latency (ms per batch of "
-                  f"{report['settings'].get('measure_batch')})")
+    corrected = ", load-corrected" if "load-corrected" in report["latency_note"] else ""
+    ax.set_xlabel(f"measured p{pct} latency{corrected} (ms per batch of "
+                  f"{report.get('measure_batch')})")
     ax.set_ylabel("val top-1 (%)")
     ax.set_title(f"{report['model']} on {report['target']}")
     ax.grid(alpha=0.3)
@@ -211,18 +263,28 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _html(report: dict[str, Any]) -> str:
     pct = int(report["budgets"].get("latency_percentile", 90))
-    key = f"p{pct}_ms"
+    key = "latency_ms"
     by_id = {r["id"]: r for r in report["candidates"]}
-    front_rows = [(r["id"], r["note"], 100 * r["accuracy"], r[key], r.get("peak_rss_mb"),
-                   (r.get("size_bytes") or 0) / 1e6, r["macs"], r["params"], r["meets_budget"])
+    front_rows = [(r["id"], r["note"], 100 * r["accuracy"], r[key], r.get(f"p{pct}_ms"),
+                   r.get("peak_rss_mb"), (r.get("size_bytes") or 0) / 1e6, r["macs"],
+                   r["params"], r["meets_budget"])
                   for r in (by_id[c] for c in report["pareto_front"])]
     status = "budget met" if report["met"] else f"budget NOT met: {report['reason']}"
     acc_after = report.get("accuracy_after")
+    deploy = report.get("deployable") or {}
+    b1 = deploy.get("measurement") or {}
     summary = [("status", status), ("latency budget (ms)", report.get("latency_limit_ms")),
-               ("speed-up (measured)", report.get("speedup")),
+               ("speed-up (final re-measure)", report.get("speedup")),
+               ("speed-up (search)", report.get("speedup_search")),
+               ("speed-up of the deployable at batch 1",
+                1 / b1["latency_ratio"] if b1.get("latency_ratio") else None),
                ("accuracy before (%)", _pct(report.get("accuracy_before"))),
                ("accuracy after (%)", _pct(acc_after)),
-               ("device measurements", report["device_measurements"]),
+               ("measured artifact", report.get("measured_artifact")),
+               ("deployable", f"{deploy.get('file')} (input {deploy.get('input_shape')})"),
+               ("device measurements", f"{report['device_measurements']} of at most "
+                f"{report.get('measurement_cap')}"),
+               ("load average (1 min) while measuring", _load(report)),
                ("steps", report["steps"]), ("wall time (s)", report.get("wall_s"))]
     device = sorted((k, v) for k, v in report.get("device", {}).items()
                     if not isinstance(v, dict))
@@ -243,8 +305,8 @@ def _html(report: dict[str, Any]) -> str:
         f"<h2>Widths per channel group</h2><img alt='widths' "
         f"src='data:image/png;base64,{widths_png(report)}'>",
         "<h2>Pareto front</h2>",
-        _table(("id", "candidate", "top-1 %", f"p{pct} ms", "peak RSS MB", "size MB", "MACs",
-                "params", "meets budget"), front_rows),
+        _table(("id", "candidate", "top-1 %", f"judged p{pct} ms", f"own p{pct} ms",
+                "peak RSS MB", "size MB", "MACs", "params", "meets budget"), front_rows),
         "<h2>Budgets</h2>", _table(("budget", "value"), budget_rows),
         "<h2>Device</h2>", _table(("fact", "value"), device),
         "<h2>Versions</h2>", _table(("package", "version"),
@@ -254,6 +316,11 @@ def _html(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _load(report: dict[str, Any]) -> str | None:
+    load = report.get("load_avg_1m")
+    return None if not load else f"{load['min']:.1f}–{load['max']:.1f}"
+
+
 def _pct(value: float | None) -> float | None:
     return None if value is None else 100 * value
 
@@ -261,20 +328,27 @@ def _pct(value: float | None) -> float | None:
 def summary_text(report: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     pct = int(report["budgets"].get("latency_percentile", 90))
-    key = f"p{pct}_ms"
     chosen, base = report.get("chosen") or {}, report.get("baseline") or {}
     lines = ["budget met" if report["met"] else f"budget NOT met: {report['reason']}"]
     if base:
         lines.append(f"  unpruned  top-1 {_fmt(_pct(base.get('accuracy')))}%  "
-                     f"p{pct} {_fmt(base.get(key))} ms")
+                     f"p{pct} {_fmt(base.get('latency_ms'))} ms")
     if chosen:
         lines.append(f"  {'chosen' if report['met'] else 'best'} {chosen['id']}  top-1 "
                      f"{_fmt(_pct(report.get('accuracy_after')))}%  p{pct} "
-                     f"{_fmt(chosen.get(key))} ms  (budget {_fmt(report.get('latency_limit_ms'))}"
-                     f" ms, speed-up {_fmt(report.get('speedup'))}×)")
+                     f"{_fmt(report.get('final_latency_ms'))} ms  (budget "
+                     f"{_fmt(report.get('latency_limit_ms'))} ms, speed-up "
+                     f"{_fmt(report.get('speedup'))}× on the final re-measure)")
         lines.append("  widths " + ", ".join(f"{k} {report['groups'].get(k)}→{v}"
                                              for k, v in chosen.get("widths", {}).items()))
+        b1 = (report.get("deployable") or {}).get("measurement") or {}
+        if b1.get("latency_ratio"):
+            lines.append(f"  deployable {report['deployable']['file']} (batch 1): p{pct} "
+                         f"{_fmt(b1.get(f'p{pct}_ms'))} ms vs unpruned {_fmt(b1.get('ref_ms'))}"
+                         f" ms, speed-up {_fmt(1 / b1['latency_ratio'])}×")
+    load = _load(report)
     lines.append(f"  {report['device_measurements']} device measurements, "
                  f"{len(report['candidates'])} candidates, {report['steps']} steps, "
-                 f"{_fmt(report.get('wall_s'))} s; {report['latency_note']}")
+                 f"{_fmt(report.get('wall_s'))} s" + (f", load average {load}" if load else "")
+                 + f"; {report['latency_note']}")
     return "\n".join(lines)

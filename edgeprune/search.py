@@ -14,8 +14,14 @@ Two strategies ship:
   (:class:`LatencyModel`, a HALP-like look-up of "ms saved per fraction of a group removed").
   Each step proposes one candidate per channel group that the *model* predicts reaches the step's
   latency target, fine-tunes each briefly, and measures only the most accurate on the device —
-  one measurement per step instead of one per group. Every measurement refits the model, so when
+  one comparison per step instead of one per group. Every measurement refits the model, so when
   the prediction is wrong the next proposals are better.
+
+Latencies a strategy sees (``ctx.latency``) are the ones budgets are judged on: for a relative
+budget, the candidate's ratio to the unpruned model measured beside it, times the unpruned
+model's first measurement — so a machine that slows down mid-run does not move them. Noisy
+measurements (coefficient of variation above the runner's threshold) weigh less in the latency
+model (:func:`measurement_weight`).
 
 Register another with :func:`register_strategy`; ``fit --strategy NAME`` picks it.
 """
@@ -31,7 +37,7 @@ from typing import Any, Protocol
 from edgeprune.errors import ConfigError, UsageError
 
 __all__ = ["LatencyModel", "SearchContext", "Strategy", "get_strategy", "list_strategies",
-           "register_strategy", "uniform_widths"]
+           "measurement_weight", "register_strategy", "uniform_widths"]
 
 Widths = dict[str, int]
 Record = dict[str, Any]
@@ -56,6 +62,7 @@ class SearchContext(Protocol):
     def meets(self, record: Record) -> bool: ...
     def latency(self, record: Record) -> float | None: ...
     def macs_of(self, widths: Widths) -> int: ...
+    def can_measure(self, invocations: int = 2) -> bool: ...
 
 
 class Strategy(Protocol):
@@ -159,19 +166,22 @@ class LatencyModel:
     """Predicted latency = base − Σ_g slope_g × (fraction of group g's channels removed).
 
     The slopes start from a MAC prior (a group whose removal saves 30 % of the MACs is assumed to
-    save 30 % of the measured latency) and are refitted on every device measurement by ridge
-    regression towards that prior: with few measurements the prior dominates, with more the
-    device does. Interactions between groups (a conv's cost depends on its input *and* output
-    widths) are what the refit absorbs; predictions are always anchored on a measured model.
+    save 30 % of the measured latency) and are refitted on every device measurement by weighted
+    ridge regression towards that prior: with few (or noisy) measurements the prior dominates,
+    with more the device does. Each point carries a weight (1 for a steady measurement, less for
+    a noisy one: :func:`measurement_weight`). Interactions between groups (a conv's cost depends
+    on its input *and* output widths) are what the refit absorbs; predictions are always anchored
+    on a measured model.
     """
 
     def __init__(self, groups: Mapping[str, int], base_ms: float, prior: Mapping[str, float],
-                 points: list[tuple[Mapping[str, int], float]] | None = None,
+                 points: list[tuple[Mapping[str, int], float, float]] | None = None,
                  ridge: float = 0.05) -> None:
         self.groups = dict(groups)
         self.base_ms = base_ms
         self.prior = dict(prior)
-        self.points: list[tuple[dict[str, int], float]] = [(dict(w), y) for w, y in points or []]
+        self.points: list[tuple[dict[str, int], float, float]] = [
+            (dict(w), float(y), float(wt)) for w, y, wt in points or []]
         self.ridge = ridge
         self.slopes = dict(prior)
         self._fit()
@@ -179,8 +189,8 @@ class LatencyModel:
     def _x(self, widths: Mapping[str, int]) -> list[float]:
         return [1 - widths[g] / n for g, n in self.groups.items()]
 
-    def add(self, widths: Mapping[str, int], latency_ms: float) -> None:
-        self.points.append((dict(widths), float(latency_ms)))
+    def add(self, widths: Mapping[str, int], latency_ms: float, weight: float = 1.0) -> None:
+        self.points.append((dict(widths), float(latency_ms), float(weight)))
         self._fit()
 
     def _fit(self) -> None:
@@ -189,12 +199,13 @@ class LatencyModel:
         import numpy as np
 
         names = list(self.groups)
-        x = np.array([self._x(w) for w, _ in self.points], dtype=float)
-        y = np.array([self.base_ms - lat for _, lat in self.points], dtype=float)
+        x = np.array([self._x(w) for w, _, _ in self.points], dtype=float)
+        y = np.array([self.base_ms - lat for _, lat, _ in self.points], dtype=float)
+        wt = np.array([wt for _, _, wt in self.points], dtype=float)
         prior = np.array([self.prior[g] for g in names], dtype=float)
-        lam = self.ridge * max(len(self.points), 1)
-        a = x.T @ x + lam * np.eye(len(names))
-        b = x.T @ y + lam * prior
+        lam = self.ridge * max(float(wt.sum()), 1e-6)
+        a = (x.T * wt) @ x + lam * np.eye(len(names))
+        b = (x.T * wt) @ y + lam * prior
         slopes = np.clip(np.linalg.solve(a, b), 0.0, None)
         self.slopes = {g: float(s) for g, s in zip(names, slopes, strict=True)}
 
@@ -204,12 +215,31 @@ class LatencyModel:
 
     def to_dict(self) -> dict[str, Any]:
         return {"base_ms": self.base_ms, "prior": self.prior, "slopes": self.slopes,
-                "ridge": self.ridge, "points": [[w, y] for w, y in self.points]}
+                "ridge": self.ridge, "points": [[w, y, wt] for w, y, wt in self.points]}
 
     @classmethod
     def from_dict(cls, groups: Mapping[str, int], data: Mapping[str, Any]) -> LatencyModel:
-        return cls(groups, float(data["base_ms"]), data["prior"],
-                   [(w, float(y)) for w, y in data["points"]], float(data["ridge"]))
+        points = [(p[0], float(p[1]), float(p[2]) if len(p) > 2 else 1.0)
+                  for p in data["points"]]
+        return cls(groups, float(data["base_ms"]), data["prior"], points, float(data["ridge"]))
+
+
+def measurement_weight(record: Mapping[str, Any]) -> float:
+    """How much a measured record should count in a latency model, in [0.05, 1].
+
+    Steady measurements count fully. A noisy one (CV above the runner's threshold) counts
+    ``(threshold / cv)²`` — inverse to its variance — and pairs whose ratios disagree with each
+    other by more than 10 % count less again.
+    """
+    weight = 1.0
+    cv, threshold = record.get("cv"), record.get("cv_threshold") or 0.10
+    if record.get("noisy") and cv:
+        weight = (float(threshold) / float(cv)) ** 2
+    ratios = [float(r) for r in record.get("pair_ratios") or []]
+    if len(ratios) > 1:
+        spread = max(ratios) / min(ratios) - 1
+        weight /= 1 + (spread / 0.10) ** 2
+    return max(0.05, min(1.0, weight))
 
 
 def _mac_prior(ctx: SearchContext, base_ms: float) -> dict[str, float]:
@@ -247,7 +277,8 @@ class NetAdaptStrategy:
         model.add(base["widths"], base_ms)
         floor = ctx.candidate(ctx.floor_id)
         if ctx.latency(floor) is not None:
-            model.add(floor["widths"], float(ctx.latency(floor) or 0.0))
+            model.add(floor["widths"], float(ctx.latency(floor) or 0.0),
+                      measurement_weight(floor))
         return {"current": ctx.baseline_id, "stall": 0, "model": model.to_dict(),
                 "accepted": [ctx.baseline_id]}
 
@@ -277,7 +308,8 @@ class NetAdaptStrategy:
             state["stall"] = int(state["stall"]) + 1
             return state, state["stall"] >= 2
         latency = float(ctx.latency(measured) or 0.0)
-        model.add(measured["widths"], latency)
+        if all(w != measured["widths"] for w, _, _ in model.points):
+            model.add(measured["widths"], latency, measurement_weight(measured))
         state["model"] = model.to_dict()
         if latency < current_ms:
             state["current"] = measured["id"]

@@ -9,7 +9,13 @@ import pytest
 
 from edgeprune.errors import ConfigError
 from edgeprune.prune import round_kept
-from edgeprune.search import LatencyModel, get_strategy, list_strategies, uniform_widths
+from edgeprune.search import (
+    LatencyModel,
+    get_strategy,
+    list_strategies,
+    measurement_weight,
+    uniform_widths,
+)
 
 
 class _Ctx:
@@ -39,7 +45,7 @@ def test_uniform_widths_round_and_clamp() -> None:
 
 
 def test_latency_model_learns_the_measured_slopes() -> None:
-    groups: ClassVar[dict[str, int]] = {"a": 32, "b": 64}
+    groups = {"a": 32, "b": 64}
     prior = {"a": 5.0, "b": 5.0}  # wrong on purpose: the device says b matters 4× more
     model = LatencyModel(groups, 20.0, prior, ridge=0.001)
     for wa, wb in ((32, 64), (16, 64), (32, 32), (8, 16)):
@@ -55,3 +61,33 @@ def test_latency_model_learns_the_measured_slopes() -> None:
 def test_latency_model_keeps_the_prior_without_evidence() -> None:
     model = LatencyModel({"a": 10}, 10.0, {"a": 4.0})
     assert model.predict({"a": 5}) == pytest.approx(8.0)
+
+
+def test_latency_model_weighs_noisy_points_down() -> None:
+    """A noisy point that contradicts steady ones moves the fit far less than a steady one."""
+    groups = {"a": 32, "b": 64}
+
+    def truth(wa: int, wb: int) -> float:
+        return 20.0 - 2.0 * (1 - wa / 32) - 8.0 * (1 - wb / 64)
+
+    def fitted(weight: float) -> float:
+        model = LatencyModel(groups, 20.0, {"a": 2.0, "b": 8.0}, ridge=0.001)
+        for wa, wb in ((32, 64), (16, 64), (32, 32), (8, 16)):
+            model.add({"a": wa, "b": wb}, truth(wa, wb))
+        model.add({"a": 16, "b": 32}, truth(16, 32) + 6.0, weight)  # a wild outlier
+        return abs(model.predict({"a": 16, "b": 32}) - truth(16, 32))
+
+    assert fitted(0.05) < 0.25 * fitted(1.0)
+    again = LatencyModel.from_dict(groups, {"base_ms": 1.0, "prior": {"a": 0, "b": 0},
+                                            "ridge": 0.05, "points": [[{"a": 32, "b": 64}, 1.0]]})
+    assert again.points[0][2] == 1.0  # points without a weight (older state) count fully
+
+
+def test_measurement_weight_follows_noise_and_pair_disagreement() -> None:
+    steady = {"cv": 0.05, "noisy": False, "cv_threshold": 0.1, "pair_ratios": [0.5]}
+    noisy = {"cv": 0.3, "noisy": True, "cv_threshold": 0.1, "pair_ratios": [0.5]}
+    split = {"cv": 0.05, "noisy": False, "cv_threshold": 0.1, "pair_ratios": [0.4, 0.6]}
+    assert measurement_weight(steady) == 1.0
+    assert measurement_weight(noisy) == pytest.approx((0.1 / 0.3) ** 2)
+    assert measurement_weight(split) < 0.2
+    assert measurement_weight({"cv": 10.0, "noisy": True}) == 0.05

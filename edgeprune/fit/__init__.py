@@ -2,7 +2,9 @@
 
 The public surface of the package; the machinery lives in the private modules next to this one:
 ``_settings`` (what a run is asked to do, budgets), ``_rundir`` (files and resumable state),
-``_candidates`` (prune, fine-tune, export, measure one candidate) and ``_loop`` (the steps).
+``_candidates`` (prune, fine-tune, export, judge one candidate), ``_measuring`` (side-by-side
+comparisons, the measurement log and cap), ``_loop`` (the steps) and ``_final`` (final fine-tune,
+artifacts, the re-measure that decides, the best miss).
 Strategies live in :mod:`edgeprune.search`, the report in :mod:`edgeprune.report`.
 """
 
@@ -14,6 +16,7 @@ from edgeprune.fit._loop import fit as fit
 from edgeprune.fit._loop import resume as resume
 from edgeprune.fit._settings import FitSettings as FitSettings
 from edgeprune.fit._settings import ResolvedBudgets as ResolvedBudgets
+from edgeprune.fit._settings import load_fit_table as load_fit_table
 
 __all__ = ["FitBudgetNotMetError", "FitResult", "FitSettings", "ResolvedBudgets", "fit",
-           "resume"]
+           "load_fit_table", "resume"]

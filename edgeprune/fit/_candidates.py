@@ -1,32 +1,32 @@
-"""Candidates: prune to given widths, fine-tune briefly, score; export and measure on demand.
+"""Candidates: prune to given widths, fine-tune briefly, score; export and judge on the device.
 
 :class:`Candidates` is the :class:`edgeprune.search.SearchContext` a strategy talks to. Records are
 plain dicts (they go to ``state.json`` and the report as they are); models of measured candidates
-are saved under ``models/<id>`` so a resumed run finds its parents.
+are saved under ``models/<id>`` so a resumed run finds its parents. How a candidate is measured —
+beside the unpruned model for a relative budget, again when it lands near the budget — is in
+:mod:`edgeprune.fit._measuring`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import shutil
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgeprune import engine, saving
-from edgeprune.errors import DeviceDiskFullError, DeviceOutOfMemoryError
+from edgeprune.fit._measuring import INFEASIBLE, Bench, Comparison, resolve_threads
 from edgeprune.fit._rundir import RunDir
-from edgeprune.fit._settings import FitSettings, ResolvedBudgets
+from edgeprune.fit._settings import FitSettings, ResolvedBudgets, auto_measure_batch
 from edgeprune.prune import PruneConfig, prune, round_kept
 from edgeprune.stats import count_macs, count_params
 
 Record = dict[str, Any]
 Emit = Callable[[dict[str, Any]], None]
-
-# The measuring function, looked up at call time so tests can inject device faults.
-MEASURE_HOOK: dict[str, Callable[..., Any]] = {}
 
 
 class Candidates:
@@ -49,7 +49,6 @@ class Candidates:
         self.budgets = budgets
         self.emit = emit
         self.example = example_input(bundle, 2)
-        self.measure_input = example_input(bundle, settings.measure_batch)
         self.calibration = (calibration_batches(bundle, 4, settings.batch_size, split="train",
                                                 seed=settings.seed)
                             if settings.criterion in ("activation", "taylor") else None)
@@ -59,6 +58,17 @@ class Candidates:
             graph = engine.build_graph(self.base_model, self.example)
             state["groups"] = {g.root: g.size for g in engine.channel_groups(graph)}
         self.groups: dict[str, int] = dict(state["groups"])
+        if "measure_batch" not in state:
+            macs = count_macs(self.base_model, self.example) // self.example.shape[0]
+            state["measure_batch"] = settings.measure_batch or auto_measure_batch(
+                macs, budgets.relative)
+        if "threads" not in state:
+            state["threads"] = resolve_threads(settings.threads, target, profile)
+        self.measure_batch = int(state["measure_batch"])
+        self.measure_input = _batch_of(bundle, self.measure_batch)
+        self.bench = Bench(settings, target, profile, run.path, state["threads"], emit)
+        # kept free for the final checks: verify pairs, and the deployable beside the unpruned
+        self.reserve = 2 * settings.verify_pairs + 2
 
     # --- SearchContext surface ------------------------------------------------------------------
     @property
@@ -93,7 +103,8 @@ class Candidates:
         raise KeyError(cid)
 
     def latency(self, record: Record) -> float | None:
-        value = record.get(f"p{self.budgets.latency_percentile}_ms")
+        """The latency budgets are judged on: load-corrected when paired (see _measuring)."""
+        value = record.get("latency_ms")
         return None if value is None else float(value)
 
     def meets(self, record: Record) -> bool:
@@ -107,17 +118,24 @@ class Candidates:
         if not record.get("feasible"):
             return [f"cannot run on the device ({record.get('error')})"]
         out: list[str] = []
+        for name, value, limit in self.excess(record):
+            if value > limit * (1 + 1e-9):
+                out.append(f"{name} {value:.3g} > {limit:.3g}")
+        return out
+
+    def excess(self, record: Record) -> list[tuple[str, float, float]]:
+        """(budget, value, limit) for every device budget in force that ``record`` has."""
         pct = self.budgets.latency_percentile
-        limit = self.latency_budget_ms
-        latency = self.latency(record)
-        if limit is not None and latency is not None and latency > limit:
-            out.append(f"p{pct} {latency:.3g} ms > {limit:.3g} ms")
+        out: list[tuple[str, float, float]] = []
+        limit, latency = self.latency_budget_ms, self.latency(record)
+        if limit is not None and latency is not None:
+            out.append((f"p{pct} ms", latency, limit))
         rss, rss_limit = record.get("peak_rss_mb"), self.budgets.max_peak_rss_mb
-        if rss_limit is not None and rss is not None and rss > rss_limit:
-            out.append(f"peak RSS {rss:.1f} MB > {rss_limit:g} MB")
-        size_mb, size_limit = record["size_bytes"] / 1e6, self.budgets.max_model_size_mb
-        if size_limit is not None and size_mb > size_limit:
-            out.append(f"size {size_mb:.2f} MB > {size_limit:g} MB")
+        if rss_limit is not None and rss is not None:
+            out.append(("peak RSS MB", float(rss), rss_limit))
+        size_limit = self.budgets.max_model_size_mb
+        if size_limit is not None and record.get("size_bytes") is not None:
+            out.append(("size MB", record["size_bytes"] / 1e6, size_limit))
         return out
 
     def macs_of(self, widths: Mapping[str, int]) -> int:
@@ -126,6 +144,10 @@ class Candidates:
             model = self._prune_to(self.base_model, dict(self.groups), dict(widths))
             self._macs[key] = count_macs(model, self.example)
         return self._macs[key]
+
+    def can_measure(self, invocations: int = 2) -> bool:
+        """Whether the search may spend ``invocations`` more, keeping the final checks' share."""
+        return self.bench.left - invocations >= self.reserve
 
     # --- evaluation -----------------------------------------------------------------------------
     def add_baseline(self) -> Record:
@@ -139,10 +161,21 @@ class Candidates:
 
     def evaluate(self, widths: Mapping[str, int], *, parent: str, kind: str, note: str,
                  step: int, predicted_latency_ms: float | None = None) -> Record:
+        """Prune ``parent`` to ``widths`` and fine-tune briefly; the same widths from the same
+        parent (or the parent's own widths) give back the existing record at no cost."""
+        widths = dict(widths)
+        parent_record = self.candidate(parent)
+        if widths == parent_record["widths"]:
+            return parent_record
+        for record in self.state["candidates"]:
+            if record["widths"] == widths and record["parent"] == parent:
+                self.emit({"stage": "candidate", "id": record["id"],
+                           "message": f"{note}: same widths as {record['id']}, reused"})
+                return record
         parent_model = self.model(parent)
-        model = self._prune_to(parent_model, self.candidate(parent)["widths"], dict(widths))
+        model = self._prune_to(parent_model, parent_record["widths"], widths)
         result = self._finetune(model, self.settings.step_epochs, self.settings.step_batches)
-        record = self._record(dict(widths), model, kind=kind, step=step, parent=parent,
+        record = self._record(widths, model, kind=kind, step=step, parent=parent,
                               note=note, accuracy=result.final.top1,
                               predicted_latency_ms=predicted_latency_ms)
         self._models[record["id"]] = model
@@ -169,6 +202,9 @@ class Candidates:
                              only_listed=True, seed=self.settings.seed)
         return prune(model, self.example, config, calibration=self.calibration).model
 
+    def finetune(self, model: nn.Module, epochs: int, batches: int) -> Any:
+        return self._finetune(model, epochs, batches)
+
     def _finetune(self, model: nn.Module, epochs: int, batches: int) -> Any:
         from edgeprune.train import finetune, get_recipe
 
@@ -188,54 +224,158 @@ class Candidates:
             "macs": count_macs(model, self.example) // self.example.shape[0],
             "accuracy": float(accuracy), "predicted_latency_ms": predicted_latency_ms,
             "measured": False, "feasible": None, "error": None, "size_bytes": None,
+            "latency_ms": None, "latency_ratio": None, "ref_ms": None, "pair_ratios": [],
             "p50_ms": None, "p90_ms": None, "p99_ms": None, "mean_ms": None, "cv": None,
-            "noisy": None, "peak_rss_mb": None, "cached": None, "meets_budget": None,
+            "noisy": None, "peak_rss_mb": None, "measurements": 0, "meets_budget": None,
         }
         self.state["candidates"].append(record)
         return record
 
     # --- device -------------------------------------------------------------------------------
-    def measure(self, cid: str) -> Record:
-        """Export and measure ``cid``; a device that cannot run it makes it infeasible."""
+    def baseline_artifact(self, batch: int | None = None) -> Path:
+        """The unpruned model's ONNX at ``batch`` (default: the measured batch), made once."""
         from edgeprune.export import export_onnx
-        from edgeprune.measure import MeasureSettings
-        from edgeprune.measure import measure as real_measure
+
+        batch = batch or self.measure_batch
+        path = self.run.path / "scratch" / f"unpruned-b{batch}.onnx"
+        if not path.is_file():
+            example = self.measure_input if batch == self.measure_batch else \
+                self.measure_input[:batch]
+            export_onnx(self.base_model, example, path, exporter=self.settings.exporter,
+                        force=True)
+        return path
+
+    def measure(self, cid: str) -> Record:
+        """Judge ``cid`` on the device (once; later calls return the record as it is).
+
+        Relative budget: a pair (unpruned, candidate) back to back; a second pair, in the other
+        order, when the ratio lands within ``noise_margin`` of the budget. Absolute budget: the
+        candidate alone, again when near the budget. A device that cannot run it (out of memory,
+        disk full) makes it infeasible. With the measurement budget spent, the record stays
+        unmeasured (and so does not meet the budget).
+        """
+        from edgeprune.export import export_onnx
         from edgeprune.stats import size_on_disk
 
         record = self.candidate(cid)
-        model = self.model(cid)
+        if record.get("measured"):
+            return record
+        first = cid == self.state.get("baseline_id") and "baseline_ms" not in self.state
+        paired = self.budgets.relative and not first
+        if not first and cid != self.state.get("floor_id") and not self.can_measure(
+                2 if paired else 1):
+            record["error"] = "not measured: the fit's measurement budget is spent"
+            self.emit({"stage": "measure", "id": cid, "message": f"{cid} not measured: "
+                       f"{self.bench.used} of {self.bench.cap} device measurements used"})
+            return record
         path = self.run.onnx_scratch(cid)
-        export_onnx(model, self.measure_input, path, exporter=self.settings.exporter, force=True)
+        if first:
+            path = self.baseline_artifact()
+        else:
+            export_onnx(self.model(cid), self.measure_input, path,
+                        exporter=self.settings.exporter, force=True)
         record["size_bytes"] = size_on_disk(path)
-        settings = MeasureSettings(runs=self.settings.runs, warmup=self.settings.warmup,
-                                   max_repeats=self.settings.max_repeats, seed=self.settings.seed)
-        measure_fn = MEASURE_HOOK.get("measure", real_measure)
-        self.emit({"stage": "measure", "id": cid,
-                   "message": f"measuring {cid} on {self.target.where}"})
+        self.emit({"stage": "measure", "id": cid, "message": f"measuring {cid} on "
+                   f"{self.target.where}" + (" beside the unpruned model" if paired else "")})
         try:
-            result = measure_fn(path, self.target, settings, profile=self.profile)
-        except (DeviceOutOfMemoryError, DeviceDiskFullError) as exc:
-            self.state["device_measurements"] += 1
-            record.update(measured=True, feasible=False, error=exc.one_line(), meets_budget=False)
+            comparison = self._compare(path, cid, paired=paired,
+                                       role="unpruned" if first else "candidate")
+        except INFEASIBLE as exc:
+            record.update(measured=True, feasible=False, error=exc.one_line(),
+                          meets_budget=False)
             self.emit({"stage": "measure", "id": cid, "message": f"{cid} is infeasible on "
                        f"the device: {exc.one_line()}; the search goes on"})
             return record
         finally:
-            shutil.rmtree(path.parent, ignore_errors=True)
-        key = "cached_measurements" if result.cached else "device_measurements"
-        self.state[key] += 1
-        record.update(measured=True, feasible=True, p50_ms=result.p50_ms, p90_ms=result.p90_ms,
-                      p99_ms=result.p99_ms, mean_ms=result.mean_ms, cv=result.cv,
-                      noisy=result.noisy, peak_rss_mb=result.peak_rss_mb, cached=result.cached)
+            if not first:
+                _remove_onnx(path)
+        base_ms = None if first else float(self.state["baseline_ms"])
+        record.update(measured=True, feasible=True, **comparison.summary(base_ms))
+        if first:
+            record["latency_ratio"] = 1.0
+            self.state["baseline_ms"] = record["latency_ms"]
+        self._note_device(comparison.own[0])
+        if record["kind"] != "baseline":
+            saving.save(self.model(cid), self.run.model_dir(cid), spec=self.spec,
+                        input_shape=self.input_shape, force=True)
+        record["meets_budget"] = self.meets(record)
+        return record
+
+    def _compare(self, path: Path, cid: str, *, paired: bool, role: str) -> Comparison:
+        comparison = Comparison(self.budgets.latency_percentile)
+        if paired:
+            ref = self.bench.run(self.baseline_artifact(), cid=self.baseline_id,
+                                 role="unpruned", batch=self.measure_batch)
+            own = self.bench.run(path, cid=cid, role=role, batch=self.measure_batch)
+            comparison.add_pair(own, ref)
+            if self._near_budget(comparison) and self.can_measure(2):
+                own = self.bench.run(path, cid=cid, role=role, batch=self.measure_batch)
+                ref = self.bench.run(self.baseline_artifact(), cid=self.baseline_id,
+                                     role="unpruned", batch=self.measure_batch)
+                comparison.add_pair(own, ref)
+            return comparison
+        comparison.add_own(self.bench.run(path, cid=cid, role=role, batch=self.measure_batch))
+        if "baseline_ms" in self.state and self._near_budget(comparison) and \
+                self.can_measure(1):
+            comparison.add_own(self.bench.run(path, cid=cid, role=role,
+                                              batch=self.measure_batch))
+        return comparison
+
+    def _near_budget(self, comparison: Comparison) -> bool:
+        limit = self.latency_budget_ms
+        if limit is None:
+            return False
+        latency = comparison.summary(float(self.state["baseline_ms"]))["latency_ms"]
+        near = abs(latency / limit - 1) <= self.settings.noise_margin
+        if near:
+            self.emit({"stage": "measure", "message": f"{latency:.3g} ms is within "
+                       f"{self.settings.noise_margin:.0%} of the budget {limit:.3g} ms: "
+                       "measuring again"})
+        return near
+
+    def verify(self, path: Path, cid: str, pairs: int) -> dict[str, Any]:
+        """Re-measure the final artifact ``pairs`` times (beside the unpruned model when the
+        budget is relative, in alternating order); its numbers are the ones reported."""
+        comparison = Comparison(self.budgets.latency_percentile)
+        base = self.baseline_artifact()
+        for i in range(pairs):
+            if self.bench.left < (2 if self.budgets.relative else 1):
+                break
+            if not self.budgets.relative:
+                comparison.add_own(self.bench.run(path, cid=cid, role="final",
+                                                  batch=self.measure_batch))
+                continue
+            order = ((base, "unpruned"), (path, "final"))
+            runs = {}
+            for p, role in (order if i % 2 == 0 else order[::-1]):
+                runs[role] = self.bench.run(p, cid=self.baseline_id if role == "unpruned"
+                                            else cid, role=role, batch=self.measure_batch)
+            comparison.add_pair(runs["final"], runs["unpruned"])
+        if not comparison.own:
+            return {}
+        return comparison.summary(float(self.state["baseline_ms"]))
+
+    def measure_deployable(self, path: Path, cid: str) -> dict[str, Any]:
+        """The batch-1 deployable beside the unpruned model at batch 1: what a user would see."""
+        if self.bench.left < 2:
+            return {}
+        base = self.baseline_artifact(1)
+        comparison = Comparison(self.budgets.latency_percentile)
+        try:
+            ref = self.bench.run(base, cid=self.baseline_id, role="unpruned-b1", batch=1)
+            own = self.bench.run(path, cid=cid, role="deployable-b1", batch=1)
+        except INFEASIBLE as exc:
+            return {"error": exc.one_line()}
+        comparison.add_pair(own, ref)
+        summary = comparison.summary(None)
+        summary["latency_ratio"] = comparison.ratio()
+        return summary
+
+    def _note_device(self, result: Any) -> None:
         if "device" not in self.state:
             self.state["device"] = {"target": self.target.where, "runtime": result.runtime,
                                     "runtime_version": result.runtime_version,
                                     "threads": result.threads, **result.device}
-        if record["kind"] != "baseline":
-            saving.save(model, self.run.model_dir(cid), spec=self.spec,
-                        input_shape=self.input_shape, force=True)
-        record["meets_budget"] = self.meets(record)
-        return record
 
     def judge(self, cid: str) -> Record:
         record = self.candidate(cid)
@@ -244,3 +384,28 @@ class Candidates:
 
     def measure_input_shape(self) -> list[int]:
         return list(self.measure_input.shape)
+
+
+def _batch_of(bundle: Any, n: int) -> torch.Tensor:
+    """``n`` real validation images (repeated when the split is smaller)."""
+    from edgeprune.data import example_input
+    from edgeprune.errors import DataSpecError
+
+    try:
+        return example_input(bundle, n)
+    except DataSpecError:
+        have = example_input(bundle, 1)
+        size = 1
+        while size * 2 <= n:
+            try:
+                have = example_input(bundle, size * 2)
+                size *= 2
+            except DataSpecError:
+                break
+        reps = -(-n // len(have))
+        return have.repeat(reps, *([1] * (have.dim() - 1)))[:n]
+
+
+def _remove_onnx(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".data").unlink(missing_ok=True)

@@ -74,28 +74,36 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
 
     def save(event: str, message: str) -> None:
         state["elapsed_s"] = elapsed_before + time.monotonic() - started
+        state["device_measurements"] = ctx.bench.used
         run.write_state(state)
         best = _best_so_far(ctx)
         emit({"stage": "fit", "event": event, "step": state["step"], "phase": state["phase"],
               "best": best, "elapsed_s": round(state["elapsed_s"], 1),
               "device_measurements": state["device_measurements"],
               "message": f"[{state['elapsed_s']:6.0f}s] step {state['step']}: {message}"
-              + (f" | best {best}" if best else "")})
+              + (f" | best {best}" if best else "")
+              + f" | {state['device_measurements']}/{ctx.bench.cap} measurements"})
 
     if state["phase"] == "baseline":
         baseline = ctx.add_baseline()
         state["baseline_id"] = baseline["id"]
         ctx.measure(baseline["id"])
-        base_ms = ctx.latency(baseline)
-        state["latency_limit_ms"] = ctx.budgets.latency_limit_ms(base_ms)
+        state["latency_limit_ms"] = ctx.budgets.latency_limit_ms(state["baseline_ms"])
         ctx.judge(baseline["id"])
         state["phase"] = "floor"
         save("baseline", f"unpruned: top-1 {100 * baseline['accuracy']:.2f}%, "
-             f"{_lat(ctx, baseline)}; latency budget {_ms(state['latency_limit_ms'])}")
+             f"{_lat(ctx, baseline)} per batch of {ctx.measure_batch} "
+             f"({_threads(state)}); latency budget {_ms(state['latency_limit_ms'])}")
     if state["phase"] == "floor":
         _floor_step(ctx, state, strategy)
         save("floor", f"smallest allowed model: {_lat(ctx, ctx.candidate(ctx.floor_id))}")
     while state["phase"] == "search":
+        if not ctx.can_measure():
+            state["phase"] = "final"
+            state["search_end"] = "measurement budget spent"
+            state["chosen_id"] = strategy.chosen(ctx, state["strategy_state"])
+            save("step", "measurement budget spent: search ends")
+            break
         state["step"] += 1
         state["strategy_state"], done = strategy.step(ctx, state["strategy_state"], state["step"])
         if done or state["step"] >= settings.max_steps:
@@ -103,7 +111,9 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
             state["chosen_id"] = strategy.chosen(ctx, state["strategy_state"])
         save("step", f"{settings.strategy} step done")
     if state["phase"] == "final":
-        _final(ctx, state)
+        from edgeprune.fit._final import finish
+
+        finish(ctx, state)
         state["phase"] = "done"
         save("final", "final model written")
     return _finish_result(run, state)
@@ -154,69 +164,6 @@ def _floor_step(ctx: Any, state: dict[str, Any], strategy: Any) -> None:
     state["phase"] = "search"
 
 
-def _final(ctx: Any, state: dict[str, Any]) -> None:
-    """Long fine-tune of the chosen model (or save the best miss), then the accuracy floor."""
-    from edgeprune import saving
-    from edgeprune.evaluate import evaluate
-    from edgeprune.export import export_onnx
-
-    run, settings = ctx.run, ctx.settings
-    chosen_id = state.get("chosen_id")
-    baseline = ctx.candidate(ctx.baseline_id)
-    outcome: dict[str, Any] = {"met": False, "reason": ""}
-    if chosen_id is None:
-        best = _closest(ctx)
-        outcome["reason"] = _miss_reason(ctx, state)
-        state["best_id"] = best["id"] if best else None
-        model = ctx.model(best["id"]) if best else None
-        final_acc = best["accuracy"] if best else None
-        finetuned = False
-    else:
-        state["best_id"] = chosen_id
-        model = ctx.model(chosen_id)
-        finetuned = chosen_id != ctx.baseline_id
-        if finetuned:
-            ctx.emit({"stage": "fit", "message": f"final fine-tune of {chosen_id}: "
-                      f"{settings.final_epochs} epochs"})
-            ctx._finetune(model, settings.final_epochs, settings.final_batches)
-        final_acc = evaluate(model, ctx.bundle.val).top1
-        drop = 100 * (baseline["accuracy"] - final_acc)
-        allowed = ctx.budgets.max_accuracy_drop_points
-        if allowed is not None and drop > allowed + 1e-9:
-            before = 100 * baseline["accuracy"]
-            outcome["reason"] = (f"accuracy after the final fine-tune is {100 * final_acc:.2f}%, "
-                                 f"{drop:.2f} points below the unpruned {before:.2f}% "
-                                 f"(allowed: {allowed:g})")
-        else:
-            outcome = {"met": True, "reason": "every budget met"}
-    if model is not None:
-        saving.save(model, run.path / "model", spec=ctx.spec, input_shape=ctx.input_shape,
-                    force=True, extra={"fit": {"candidate": state["best_id"],
-                                               "accuracy": final_acc}})
-        export_onnx(model, ctx.measure_input, run.path / "model.onnx",
-                    exporter=settings.exporter, force=True)
-    state["final"] = {"candidate": state.get("best_id"), "accuracy": final_acc,
-                      "finetuned": finetuned, "epochs": settings.final_epochs if finetuned else 0,
-                      "onnx_input_shape": ctx.measure_input_shape()}
-    state["outcome"] = outcome
-
-
-def _closest(ctx: Any) -> dict[str, Any] | None:
-    """The runnable measured candidate with the lowest latency: the best miss."""
-    runnable = [r for r in ctx.state["candidates"] if r.get("feasible")]
-    if not runnable:
-        return None
-    return min(runnable, key=lambda r: (ctx.latency(r) or 0.0, -r["accuracy"]))
-
-
-def _miss_reason(ctx: Any, state: dict[str, Any]) -> str:
-    floor = ctx.candidate(state["floor_id"]) if state.get("floor_id") else None
-    if floor is not None and floor.get("feasible") and not floor["meets_budget"]:
-        return ("even the smallest allowed model (every group pruned by "
-                f"{ctx.max_ratio:.0%}) misses the budget: {'; '.join(ctx.misses(floor))}")
-    return "no candidate found by the search meets the budget"
-
-
 def _best_so_far(ctx: Any) -> str:
     meeting = [r for r in ctx.state["candidates"] if r.get("meets_budget")]
     if not meeting:
@@ -229,6 +176,11 @@ def _lat(ctx: Any, record: dict[str, Any]) -> str:
     if not record.get("feasible"):
         return "infeasible" if record.get("measured") else "not measured"
     return f"p{ctx.budgets.latency_percentile} {_ms(ctx.latency(record))}"
+
+
+def _threads(state: dict[str, Any]) -> str:
+    threads = state.get("threads")
+    return f"{threads} thread{'s' if threads != 1 else ''}" if threads else "default threads"
 
 
 def _ms(value: float | None) -> str:

@@ -4,9 +4,11 @@ Layout::
 
     OUT/settings.json     exact settings, resolved budgets and versions (torch, onnxruntime, ...)
     OUT/state.json        progress after the last completed step (what --resume continues from)
+    OUT/measurements.jsonl  one line per device measurement, appended as it finishes
     OUT/models/<id>/      pruned model of every measured candidate (parents and the chosen one)
     OUT/model/            the chosen pruned model (``edgeprune.load``-able)
-    OUT/model.onnx        its ONNX, exported with the measured input shape
+    OUT/model.onnx        its ONNX at batch 1: the deployable artifact
+    OUT/model-b<N>.onnx   the same at the measured batch N (when N > 1): what was timed
     OUT/report.json, OUT/candidates.csv, OUT/report.html   rendered by :mod:`edgeprune.report`
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 from edgeprune._io import atomic_write_json
 from edgeprune.errors import OutputExistsError, UsageError
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 SETTINGS = "settings.json"
 STATE = "state.json"
 
@@ -89,8 +91,10 @@ class RunDir:
         import shutil
 
         for name in (STATE, SETTINGS, "report.json", "candidates.csv", "report.html",
-                     "model.onnx", "model.onnx.data"):
+                     "model.onnx", "model.onnx.data", "measurements.jsonl"):
             (self.path / name).unlink(missing_ok=True)
+        for path in self.path.glob("model-b*.onnx*"):
+            path.unlink(missing_ok=True)
         for name in ("models", "model", "scratch"):
             shutil.rmtree(self.path / name, ignore_errors=True)
 

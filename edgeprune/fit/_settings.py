@@ -1,27 +1,46 @@
-"""What a fit run is asked to do: :class:`FitSettings`, and the budgets it resolves to."""
+"""What a fit run is asked to do: :class:`FitSettings`, the budgets it resolves to, ``[fit]``."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import UsageError
+from edgeprune.errors import ConfigError, UsageError
 
-__all__ = ["FitSettings", "ResolvedBudgets"]
+__all__ = ["FitSettings", "ResolvedBudgets", "auto_measure_batch", "load_fit_table"]
+
+# How much work one timed run of the measured batch should be when the batch is chosen for us
+# (about 20 ms on one core of a 2020s x86 or Cortex-A76): long enough that one run spans many
+# scheduler time slices, so a machine-wide slowdown stretches every model alike and the ratio of
+# two models measured side by side cancels it. Runs shorter than a time slice are either not
+# preempted at all or preempted once for a whole slice, and their p90 measures the load.
+AUTO_BATCH_MACS = 1e9
+AUTO_BATCH_MAX = 256
 
 
 @dataclass(frozen=True)
 class FitSettings:
     """Everything that decides a fit's result; stored as ``settings.json`` in the run directory.
 
+    The fields are the keys of a ``[fit]`` TOML table (see :func:`load_fit_table`).
+
     Budget overrides (``None`` = take the target profile's budget): ``latency_ms`` (absolute,
-    per measured batch) or ``speedup`` (the unpruned model's measured latency ÷ speedup),
-    ``max_accuracy_drop`` (percentage points), ``memory_mb`` (peak RSS while measuring) and
-    ``size_mb`` (ONNX file size). ``measure_batch`` is the batch the ONNX is exported with for
-    measuring: large enough that latency stands well above timing noise, so latency is *per
-    batch of* ``measure_batch`` inputs.
+    per measured batch) or ``speedup`` (the unpruned model's latency, measured side by side with
+    each candidate, ÷ speedup), ``max_accuracy_drop`` (percentage points), ``memory_mb`` (peak
+    RSS while measuring) and ``size_mb`` (ONNX file size).
+
+    Measuring: ``measure_batch`` is the batch of the ONNX that is timed; ``None`` picks it — 1
+    for an absolute budget (the deployable shape a profile's ``max_latency_ms`` speaks of), and
+    for a relative budget enough inputs that one run is about a GMAC (see ``AUTO_BATCH_MACS``).
+    ``threads``: intra-op threads; ``None`` = the profile's, else 1 on the ``local`` target (a
+    shared machine is far steadier single-threaded), else the runtime's default.
+    ``max_measurements`` caps the runner invocations of the whole fit; ``noise_margin`` is the
+    relative distance from the latency budget within which a result is measured again before it
+    is believed; ``verify_pairs`` re-measurements of the final model decide the outcome.
     """
 
     model: str
@@ -39,7 +58,8 @@ class FitSettings:
     round_to: int = 1
     max_ratio: float = 0.9  # no group loses more than this fraction of its channels
     batch_size: int = 64  # training / evaluation batch
-    measure_batch: int = 64
+    measure_batch: int | None = None
+    threads: int | None = None
     step_epochs: int = 1
     step_batches: int = 20  # batches per short fine-tune epoch (0 = all)
     final_epochs: int = 2
@@ -51,7 +71,10 @@ class FitSettings:
     netadapt_step: float = 0.1  # latency cut per step, as a fraction of the unpruned latency
     runs: int = 30
     warmup: int = 5
-    max_repeats: int = 1
+    max_repeats: int = 0  # repeats of a noisy attempt inside one measurement (the runner's own)
+    max_measurements: int = 30
+    noise_margin: float = 0.15
+    verify_pairs: int = 2
     exporter: str = "auto"
     seed: int = 0
 
@@ -79,13 +102,27 @@ class FitSettings:
         if not 0 < self.max_ratio < 1:
             raise UsageError(f"max_ratio must be in (0, 1), got {self.max_ratio}",
                              hint="e.g. 0.9")
-        for key in ("round_to", "batch_size", "measure_batch", "step_epochs", "final_epochs",
-                    "max_steps", "runs"):
+        if not 0 <= self.noise_margin < 1:
+            raise UsageError(f"noise_margin must be in [0, 1), got {self.noise_margin}",
+                             hint="e.g. 0.15 (re-measure results within 15% of the budget)")
+        for key in ("round_to", "batch_size", "step_epochs", "final_epochs", "max_steps",
+                    "runs", "verify_pairs"):
             if getattr(self, key) < 1:
                 raise UsageError(f"{key} must be at least 1", hint=f"set {key} to 1 or more")
+        for key in ("measure_batch", "threads"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise UsageError(f"{key} must be at least 1", hint=f"set {key} to 1 or more, "
+                                 "or leave it out to let fit choose")
         for key in ("step_batches", "final_batches", "eval_batches", "warmup", "max_repeats"):
             if getattr(self, key) < 0:
                 raise UsageError(f"{key} must be 0 or more", hint=f"set {key} to 0 or more")
+        least = 3 + 2 * self.verify_pairs
+        if self.max_measurements < least:
+            raise UsageError(f"max_measurements {self.max_measurements} leaves no room to "
+                             f"search: the unpruned model, the smallest allowed model and the "
+                             f"final check take {least}",
+                             hint=f"set max_measurements to {least + 6} or more")
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -106,6 +143,52 @@ class FitSettings:
         return dataclasses.replace(self, **changes)
 
 
+def load_fit_table(path: str | Path) -> dict[str, Any]:
+    """The ``[fit]`` table of a TOML file, keys checked against :class:`FitSettings`.
+
+    Returns plain values (command-line flags are laid over them before the settings are built);
+    an unknown key or a wrong type is a :class:`ConfigError` naming the file, the key and the fix.
+    """
+    from edgeprune import config
+
+    doc = config.read_toml(path)
+    table = doc.get("fit")
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: no [fit] table",
+                          hint="put the settings under a [fit] header, e.g. speedup = 2.0")
+    others = sorted(k for k in doc if k != "fit")
+    if others:
+        raise ConfigError(f"{path}: unexpected top-level key {others[0]!r} (only [fit] is read)",
+                          hint="move it into the [fit] table or remove it")
+    filled = {"model": "?", "data": "?", **table}
+    try:
+        checked = config.from_dict(_Unchecked, filled, source=f"{path} [fit]")
+    except ConfigError:
+        raise
+    values = {k: getattr(checked, k) for k in table}
+    if "input_shape" in values and values["input_shape"] is not None:
+        values["input_shape"] = tuple(values["input_shape"])
+    return values
+
+
+@dataclass(frozen=True)
+class _Unchecked(FitSettings):
+    """FitSettings whose value rules run later, once flags are merged (types are checked here)."""
+
+    def _check(self) -> None:
+        return None
+
+
+def auto_measure_batch(macs_per_input: int, relative: bool) -> int:
+    """The batch timed when the user does not choose one; see :class:`FitSettings`."""
+    if not relative or macs_per_input <= 0:
+        return 1
+    wanted = AUTO_BATCH_MACS / macs_per_input
+    if wanted <= 1:
+        return 1
+    return int(min(AUTO_BATCH_MAX, 2 ** round(math.log2(wanted))))
+
+
 @dataclass(frozen=True)
 class ResolvedBudgets:
     """The budgets in force, with where each came from ("profile NAME" or "command line")."""
@@ -117,6 +200,11 @@ class ResolvedBudgets:
     max_model_size_mb: float | None
     max_accuracy_drop_points: float | None
     sources: Mapping[str, str]
+
+    @property
+    def relative(self) -> bool:
+        """True when latency is judged against the unpruned model measured side by side."""
+        return self.max_latency_ms is None and self.max_latency_ratio is not None
 
     def latency_limit_ms(self, baseline_ms: float | None) -> float | None:
         if self.max_latency_ms is not None:
