@@ -19,8 +19,9 @@ Which channels can go. For each channel group (see :mod:`edgeprune.engine`):
    it is a **constant channel**. Anything else (a constant through a zero-padded depthwise conv
    varies at the borders; squeeze-excitation rescales it per image) is kept, except under
    ``"remove-and-report"``.
-3. A constant ``c`` is *folded* into a consumer's bias (``bias += W[:, i] · c``) where that is
-   exact: a linear layer, a conv without zero padding (any kernel) or with constant-preserving
+3. A constant ``c`` is *folded* into a consumer's bias (``bias += W[:, i] · c``; for a
+   bias-free conv followed by a BatchNorm, into the norm's running mean) where that is exact:
+   a linear layer, a conv without zero padding (any kernel) or with constant-preserving
    padding. A zero-padded conv (3×3 with padding 1) sees ``0`` instead of ``c`` at the borders,
    so folding there is inexact. ``constant_channels`` decides: ``"fold"`` (default) folds where
    every consumer is exact and keeps the channel otherwise; ``"keep"`` never removes constant
@@ -476,25 +477,57 @@ def _fold_exact(module: nn.Module) -> bool:
     return False
 
 
-def _fold(member: engine.Member, k: int, value: float) -> None:
-    """Add channel ``k``'s constant contribution into the consumer's bias."""
+def _fold(graph: engine.Graph, member: engine.Member, k: int, value: float) -> None:
+    """Add channel ``k``'s constant contribution ``W[:, i] · c`` to the consumer's outputs.
+
+    Into its bias when it has one; else, when a BatchNorm reads only this layer, into the
+    norm's running mean (``BN(y + d)`` with mean ``m`` is ``BN(y)`` with mean ``m - d``), so the
+    parameter set does not change; else a zero bias is added first (recorded in the history).
+    """
     module = member.module
     idxs = [i for i, r in zip(member.idxs, member.root_idxs, strict=True) if r == k]
     with torch.no_grad():
-        weight = module.weight
-        if isinstance(module, nn.Linear):
-            delta = weight[:, idxs].sum(dim=1) * value
-        else:
-            delta = torch.zeros(weight.shape[0], dtype=weight.dtype)
-            per_group_in = weight.shape[1]
-            out_per_group = weight.shape[0] // module.groups
-            for i in idxs:
-                g, local = divmod(i, per_group_in)
-                rows = slice(g * out_per_group, (g + 1) * out_per_group)
-                delta[rows] += weight[rows, local].sum(dim=tuple(range(1, weight.dim() - 1))) * (
-                    value
-                )
+        delta = _contribution(module, idxs) * value
+        if module.bias is not None:
+            module.bias += delta
+            return
+        bn = _batchnorm_after(graph, module)
+        if bn is not None:
+            bn.running_mean -= delta.to(bn.running_mean.dtype)
+            return
+        engine.add_bias(graph, member.name)
         module.bias += delta
+
+
+def _contribution(module: nn.Module, idxs: Sequence[int]) -> torch.Tensor:
+    """Per output channel: the summed weights that input channels ``idxs`` meet."""
+    weight = module.weight.detach()
+    if isinstance(module, nn.Linear):
+        return weight[:, list(idxs)].sum(dim=1)
+    total = torch.zeros(weight.shape[0], dtype=weight.dtype)
+    per_group_in = weight.shape[1]
+    out_per_group = weight.shape[0] // module.groups
+    spatial = tuple(range(1, weight.dim() - 1))
+    for i in idxs:
+        g, local = divmod(i, per_group_in)
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        total[rows] += weight[rows, local].sum(dim=spatial)
+    return total
+
+
+def _batchnorm_after(graph: engine.Graph, module: nn.Module) -> nn.Module | None:
+    node = graph.dg.module2node.get(module)
+    if node is None or len(node.outputs) != 1:
+        return None
+    after = node.outputs[0]
+    bn = after.module
+    if (
+        isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        and len(after.inputs) == 1
+        and bn.running_mean is not None
+    ):
+        return bn
+    return None
 
 
 # --- the transform -----------------------------------------------------------------------------
@@ -643,8 +676,7 @@ def _remove(
     for k in channels:
         if k not in info.dead:
             for member, value in _consumer_values(consumers, probes, k) or []:
-                engine.add_bias(graph, member.name)
-                _fold(member, k, value)
+                _fold(graph, member, k, value)
     engine.prune_group(graph, group, channels)
     return len(channels)
 

@@ -159,14 +159,30 @@ def test_constant_channel_into_a_1x1_conv_is_folded_exactly(
 
     assert result.removed == {"features.1.conv.1": 3}
     expand = result.model.features[2].conv[0][0]
-    assert expand.in_channels == 13 and expand.bias is not None
+    assert expand.in_channels == 13
+    assert expand.bias is None  # the bias-free conv's BatchNorm absorbed the constant
+    assert not torch.equal(
+        result.model.features[2].conv[0][1].running_mean, model.features[2].conv[0][1].running_mean
+    )
     assert _max_diff(result.model, model, digits) <= TOL
-
-    # the bias the fold created is part of the history: replay rebuilds the same parameters
-    assert {"version": 1, "op": "add_bias", "layer": "features.2.conv.0.0"} in result.history
     rebuilt = engine.replay(_model("mobilenet_v2"), digits[:1], result.history)
     rebuilt.load_state_dict(result.model.state_dict())
     assert _max_diff(rebuilt, result.model, digits) == 0.0
+
+
+def test_an_added_bias_is_recorded_and_replayed(resnet18: nn.Module, digits: torch.Tensor) -> None:
+    # a fold into a bias-free conv with no BatchNorm after it needs a new (zero) bias: the
+    # engine records it so that replay rebuilds the same parameter set
+    model = copy.deepcopy(resnet18)
+    graph = engine.build_graph(model, digits[:1])
+    engine.add_bias(graph, "layer3.0.downsample.0")
+    bias = model.layer3[0].downsample[0].bias
+    assert bias is not None and torch.equal(bias, torch.zeros(256))
+    steps = engine.history(graph)
+    assert steps == [{"version": 1, "op": "add_bias", "layer": "layer3.0.downsample.0"}]
+    rebuilt = engine.replay(copy.deepcopy(resnet18), digits[:1], steps)
+    rebuilt.load_state_dict(model.state_dict())
+    assert _max_diff(rebuilt, model, digits) == 0.0
 
 
 def test_constant_channel_through_relu6_and_pooling_is_folded_into_the_classifier(
