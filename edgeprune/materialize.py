@@ -567,11 +567,12 @@ def materialize(
     notes = _notes_before(graph, found, constant_channels, calibration is None)
 
     plan = _plan(groups, found, constant_channels, notes)
+    constants = _constants(groups, plan, found, probes)
     exact_plan = {root: p for root, p in plan.items() if p[1]}
     inexact_plan = {root: p for root, p in plan.items() if not p[1]}
     removed: dict[str, int] = {}
     for root, (channels, _) in exact_plan.items():
-        removed[root] = _remove(graph, root, channels, found[root], probes)
+        removed[root] = _remove(graph, root, channels, constants[root])
     diff = _max_diff(work, batches, reference)
     if diff > tolerance:
         raise ParityError(
@@ -581,7 +582,7 @@ def materialize(
             "is not channel-wise; meanwhile use constant_channels='keep'",
         )
     for root, (channels, _) in inexact_plan.items():
-        removed[root] = _remove(graph, root, channels, found[root], probes)
+        removed[root] = _remove(graph, root, channels, constants[root])
         now = _max_diff(work, batches, reference)
         notes.append(
             f"{root}: removed {len(channels)} constant channel(s) that no consumer absorbs "
@@ -659,24 +660,46 @@ def _notes_before(
     return notes
 
 
+def _constants(
+    groups: list[engine.ChannelGroup],
+    plan: Mapping[str, tuple[list[int], bool]],
+    found: Mapping[str, GroupChannels],
+    probes: Mapping[str, _Probe],
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Root → root channel → consumer name → the constant it receives, from the probes.
+
+    Read before anything is pruned: pruning one group shifts the concat offsets at which
+    *other* groups' channels enter their consumers, so probe indices go stale; root channel
+    numbers and consumer names do not.
+    """
+    by_root = {g.root: g for g in groups}
+    table: dict[str, dict[int, dict[str, float]]] = {}
+    for root, (channels, _) in plan.items():
+        consumers = [m for m in by_root[root].members if m.dim == "in"]
+        table[root] = {
+            k: {m.name: v for m, v in _consumer_values(consumers, probes, k) or []}
+            for k in channels
+            if k not in found[root].dead
+        }
+    return table
+
+
 def _remove(
     graph: engine.Graph,
     root: str,
     channels: list[int],
-    info: GroupChannels,
-    probes: Mapping[str, _Probe],
+    constants: Mapping[int, Mapping[str, float]],
 ) -> int:
     """Fold the constant ones among ``channels`` into their consumers, then prune them all.
 
-    Consumers' input indices only change when this group is pruned, so the probes taken on
-    the original model still address the right inputs here.
+    The group is fetched fresh, so the consumers' indices are the current ones.
     """
     group = engine.group_of(graph, root)
     consumers = [m for m in group.members if m.dim == "in"]
-    for k in channels:
-        if k not in info.dead:
-            for member, value in _consumer_values(consumers, probes, k) or []:
-                _fold(graph, member, k, value)
+    for k, values in constants.items():
+        for member in consumers:
+            if member.name in values and k in member.root_idxs:
+                _fold(graph, member, k, values[member.name])
     engine.prune_group(graph, group, channels)
     return len(channels)
 

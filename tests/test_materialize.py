@@ -344,13 +344,18 @@ def test_unknown_policy_is_a_usage_error(resnet18: nn.Module, digits: torch.Tens
 def test_densenet_constant_channels_fold_through_concat(digits: torch.Tensor) -> None:
     model = _model("densenet121")
     # a zero growth filter emits 0; every later layer's BN turns it into relu(shift) for its
-    # 1×1 conv, and norm5 → pooling → classifier: all exact folds, at concat offsets
+    # 1×1 conv, and norm5 → pooling → classifier: all exact folds,
+    # at concat offsets; two neighbouring layers, so pruning one shifts the other's offsets
     with torch.no_grad():
-        model.features.denseblock1.denselayer2.conv2.weight[[3, 17]] = 0
+        model.features.denseblock1.denselayer1.conv2.weight[[0, 8]] = 0
+        model.features.denseblock1.denselayer2.conv2.weight[[3, 17, 30]] = 0
     result = materialize(model, digits[:1], calibration=digits[:8])
-    assert result.removed == {"features.denseblock1.denselayer2.conv2": 2}
-    assert result.model.features.denseblock1.denselayer3.conv1.in_channels == 64 + 2 * 32 - 2
-    assert result.model.features.transition1.conv.in_channels == 256 - 2
+    assert result.removed == {
+        "features.denseblock1.denselayer1.conv2": 2,
+        "features.denseblock1.denselayer2.conv2": 3,
+    }
+    assert result.model.features.denseblock1.denselayer3.conv1.in_channels == 64 + 2 * 32 - 5
+    assert result.model.features.transition1.conv.in_channels == 256 - 5
     assert _max_diff(result.model, model, digits[:8]) <= TOL
 
 
