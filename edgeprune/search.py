@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 from edgeprune.errors import ConfigError, UsageError
 
-__all__ = ["LatencyModel", "SearchContext", "Strategy", "get_strategy", "list_strategies",
-           "measurement_weight", "register_strategy", "uniform_widths"]
+__all__ = ["LatencyModel", "SearchContext", "Strategy", "best_meeting", "get_strategy",
+           "list_strategies", "measurement_weight", "register_strategy", "uniform_widths"]
 
 Widths = dict[str, int]
 Record = dict[str, Any]
@@ -113,7 +113,7 @@ def uniform_widths(ctx: SearchContext, ratio: float) -> Widths:
     return widths
 
 
-def _best_meeting(ctx: SearchContext, ids: list[str]) -> str | None:
+def best_meeting(ctx: SearchContext, ids: list[str]) -> str | None:
     """Among measured candidates that meet every budget: best accuracy, then lowest latency."""
     meeting = [ctx.candidate(c) for c in ids]
     meeting = [r for r in meeting if ctx.meets(r)]
@@ -156,7 +156,7 @@ class UniformStrategy:
         return state, state["hi"] - state["lo"] <= tolerance
 
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
-        return _best_meeting(ctx, list(state["tried"]))
+        return best_meeting(ctx, list(state["tried"]))
 
 
 # --- latency model -----------------------------------------------------------------------------
@@ -257,6 +257,8 @@ def _mac_prior(ctx: SearchContext, base_ms: float) -> dict[str, float]:
 
 # --- netadapt ----------------------------------------------------------------------------------
 
+MAX_STALLS = 3  # steps in a row that did not make the model faster before netadapt gives up
+
 
 @register_strategy("netadapt")
 class NetAdaptStrategy:
@@ -289,7 +291,9 @@ class NetAdaptStrategy:
         current = ctx.candidate(state["current"])
         current_ms = float(ctx.latency(current) or model.predict(current["widths"]))
         budget = float(ctx.latency_budget_ms or 0.0)
-        reduce_by = float(ctx.settings.netadapt_step) * model.base_ms
+        # a step that did not make the model faster doubles the next step's cut: widths just
+        # below a SIMD-friendly count often run *slower*, and a bigger cut jumps past them
+        reduce_by = float(ctx.settings.netadapt_step) * model.base_ms * 2 ** int(state["stall"])
         target = max(budget, current_ms - reduce_by)
         proposals = self._propose(ctx, model, current["widths"], current_ms, target)
         if not proposals:
@@ -306,7 +310,7 @@ class NetAdaptStrategy:
                 break
         if measured is None:  # every proposal infeasible on the device
             state["stall"] = int(state["stall"]) + 1
-            return state, state["stall"] >= 2
+            return state, state["stall"] >= MAX_STALLS
         latency = float(ctx.latency(measured) or 0.0)
         if all(w != measured["widths"] for w, _, _ in model.points):
             model.add(measured["widths"], latency, measurement_weight(measured))
@@ -317,7 +321,7 @@ class NetAdaptStrategy:
             state["stall"] = 0
         else:  # the model was wrong: refitted above; try again from the same model
             state["stall"] = int(state["stall"]) + 1
-        done = ctx.meets(ctx.candidate(state["current"])) or state["stall"] >= 2
+        done = ctx.meets(ctx.candidate(state["current"])) or state["stall"] >= MAX_STALLS
         return state, done
 
     def _propose(self, ctx: SearchContext, model: LatencyModel, widths: Widths,
@@ -346,4 +350,4 @@ class NetAdaptStrategy:
         return proposals or fallback
 
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
-        return _best_meeting(ctx, list(state["accepted"]))
+        return best_meeting(ctx, list(state["accepted"]))

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edgeprune.report import pareto_front, render_run, summary_text
 
 
@@ -50,3 +52,44 @@ def test_render_run_writes_json_csv_html(tmp_path: Path) -> None:
     assert html.count("data:image/png;base64,") == 2 and "per batch of 64" in html
     text = summary_text(report)
     assert "budget met" in text and "4 device measurements" in text
+
+
+def test_report_takes_the_outcome_from_the_final_re_measure(tmp_path: Path) -> None:
+    """State version 2: judged latencies are load-corrected, the speed-up is the final check's."""
+    base = {**_rec("c000", 0.99, 30.0, kind="baseline"), "widths": {"conv": 32},
+            "latency_ms": 20.0, "latency_ratio": 1.0}
+    chosen = {**_rec("c001", 0.98, 14.0), "latency_ms": 9.0, "latency_ratio": 0.45,
+              "pair_ratios": [0.45], "ref_ms": 31.0}
+    (tmp_path / "settings.json").write_text(json.dumps(
+        {"settings": {"model": "m", "target": "local", "strategy": "netadapt",
+                      "max_measurements": 30}, "versions": {}}))
+    (tmp_path / "state.json").write_text(json.dumps({
+        "version": 2, "phase": "done", "step": 1, "candidates": [base, chosen],
+        "baseline_id": "c000", "measure_batch": 256, "threads": 1,
+        "budgets": {"latency_percentile": 90, "max_latency_ratio": 0.5},
+        "latency_limit_ms": 10.0, "groups": {"conv": 32}, "device_measurements": 9,
+        "final": {"candidate": "c001", "accuracy": 0.985, "finetuned": True,
+                  "onnx_input_shape": [256, 1, 28, 28], "measured_artifact": "model-b256.onnx",
+                  "deployable": "model.onnx", "deployable_input_shape": [1, 1, 28, 28],
+                  "verify": {"latency_ms": 8.0, "latency_ratio": 0.4, "pair_ratios": [0.4, 0.4],
+                             "p90_ms": 12.0, "ref_ms": 30.0},
+                  "deployable_measurement": {"latency_ratio": 0.25, "p90_ms": 0.05,
+                                             "ref_ms": 0.2}},
+        "outcome": {"met": True, "reason": "every budget met"}, "elapsed_s": 60.0}))
+    (tmp_path / "measurements.jsonl").write_text(
+        json.dumps({"cid": "c000", "role": "unpruned", "load_avg_1m": 9.5}) + "\n"
+        + json.dumps({"cid": "c001", "role": "candidate", "load_avg_1m": 11.0}) + "\n{torn")
+    report = render_run(tmp_path)
+    assert report["speedup"] == pytest.approx(2.5)  # 1 / the final re-measure's ratio
+    assert report["speedup_search"] == pytest.approx(1 / 0.45)
+    assert report["final_latency_ms"] == 8.0
+    assert report["measured_artifact"] == "model-b256.onnx"
+    assert report["deployable"]["input_shape"] == [1, 1, 28, 28]
+    assert report["load_avg_1m"] == {"min": 9.5, "max": 11.0}
+    assert len(report["measurement_log"]) == 2  # the torn line is skipped
+    assert "load-corrected" in report["latency_note"] and "1 thread" in report["latency_note"]
+    text = summary_text(report)
+    assert "speed-up 2.5× on the final re-measure" in text
+    assert "model.onnx (batch 1)" in text and "speed-up 4×" in text
+    html = (tmp_path / "report.html").read_text()
+    assert "model-b256.onnx" in html and "9 of at most 30" in html

@@ -301,6 +301,25 @@ class Candidates:
         record["meets_budget"] = self.meets(record)
         return record
 
+    def rebase(self) -> None:
+        """Relative budget: take the unpruned model's reference latency (the unit ``latency_ms``
+        is shown in) as the lowest of its measurements so far — the first one alone is often
+        slowed by whatever ran just before it. Ratios, and so every decision, are unchanged."""
+        if not self.budgets.relative:
+            return
+        key = f"p{self.budgets.latency_percentile}_ms"
+        values = [float(e[key]) for e in self.bench.entries() if e.get("role") == "unpruned"
+                  and e.get("batch") == self.measure_batch and e.get(key)]
+        if not values:
+            return
+        base_ms = min(values)
+        self.state["baseline_ms"] = base_ms
+        self.state["latency_limit_ms"] = self.budgets.latency_limit_ms(base_ms)
+        for record in self.state["candidates"]:
+            if record.get("feasible") and record.get("latency_ratio") is not None:
+                record["latency_ms"] = float(record["latency_ratio"]) * base_ms
+                record["meets_budget"] = self.meets(record)
+
     def _compare(self, path: Path, cid: str, *, paired: bool, role: str) -> Comparison:
         comparison = Comparison(self.budgets.latency_percentile)
         if paired:

@@ -96,19 +96,20 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
              f"({_threads(state)}); latency budget {_ms(state['latency_limit_ms'])}")
     if state["phase"] == "floor":
         _floor_step(ctx, state, strategy)
-        save("floor", f"smallest allowed model: {_lat(ctx, ctx.candidate(ctx.floor_id))}")
+        save("floor", f"smallest allowed model: {_lat(ctx, ctx.candidate(ctx.floor_id))}; "
+             f"latency budget {_ms(state['latency_limit_ms'])}")
     while state["phase"] == "search":
         if not ctx.can_measure():
             state["phase"] = "final"
             state["search_end"] = "measurement budget spent"
-            state["chosen_id"] = strategy.chosen(ctx, state["strategy_state"])
+            state["chosen_id"] = _chosen(ctx, strategy, state)
             save("step", "measurement budget spent: search ends")
             break
         state["step"] += 1
         state["strategy_state"], done = strategy.step(ctx, state["strategy_state"], state["step"])
         if done or state["step"] >= settings.max_steps:
             state["phase"] = "final"
-            state["chosen_id"] = strategy.chosen(ctx, state["strategy_state"])
+            state["chosen_id"] = _chosen(ctx, strategy, state)
         save("step", f"{settings.strategy} step done")
     if state["phase"] == "final":
         from edgeprune.fit._final import finish
@@ -157,11 +158,25 @@ def _floor_step(ctx: Any, state: dict[str, Any], strategy: Any) -> None:
                          note=f"smallest allowed model (uniform ratio {ctx.max_ratio:g})")
     state["floor_id"] = floor["id"]
     floor = ctx.measure(floor["id"])
+    ctx.rebase()
     if floor["feasible"] and not floor["meets_budget"]:
         state.update(phase="final", chosen_id=None)
         return
     state["strategy_state"] = strategy.start(ctx)
     state["phase"] = "search"
+
+
+def _chosen(ctx: Any, strategy: Any, state: dict[str, Any]) -> str | None:
+    """The strategy's choice; if it has none, the most accurate candidate that met the device
+    budgets anywhere in the run (e.g. the smallest allowed model: the final fine-tune may still
+    bring its accuracy back)."""
+    from edgeprune.search import best_meeting
+
+    chosen = strategy.chosen(ctx, state["strategy_state"])
+    if chosen is None:
+        chosen = best_meeting(ctx, [r["id"] for r in state["candidates"]
+                                    if r["id"] != state.get("baseline_id")])
+    return chosen
 
 
 def _best_so_far(ctx: Any) -> str:
