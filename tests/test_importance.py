@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterator
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgeprune import engine, importance
@@ -21,29 +19,16 @@ from edgeprune.importance import (
     list_importances,
     register_importance,
 )
+from tests.conftest import digits_rgb32
 
 X = torch.zeros(1, 3, 32, 32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """32×32 inputs are too small to share between threads; on a busy machine the second
-    thread only spins. Restored afterwards so other test modules keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@functools.lru_cache(maxsize=1)
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """Real handwritten digits (sklearn, 8×8) upsampled to 32×32 and replicated to RGB."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    return ((x - 0.3) / 0.4).repeat(1, 3, 1, 1), torch.tensor(bunch.target, dtype=torch.long)
+    return digits_rgb32()
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgeprune import engine
@@ -23,31 +21,17 @@ from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import ConfigError, PruningError
 from edgeprune.importance import MissingDataError, get_importance, list_importances
 from edgeprune.prune import PruneConfig, load_layer_ratios, prune, round_kept
+from tests.conftest import digits_rgb32
 
 X = torch.zeros(2, 3, 32, 32)  # example inputs: only shapes matter for tracing
 RESNET18_PARAMS = 11_181_642
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """32×32 inputs are too small to share between threads; on a busy machine the second
-    thread only spins. Restored afterwards so other test modules keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@functools.lru_cache(maxsize=1)
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """Real handwritten digits (sklearn, 8×8) upsampled to 32×32 and replicated to RGB."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    x = (x - 0.3) / 0.4
-    return x.repeat(1, 3, 1, 1), torch.tensor(bunch.target, dtype=torch.long)
+    return digits_rgb32()
 
 
 def calibration(n_batches: int = 2, batch: int = 32) -> list[torch.Tensor]:

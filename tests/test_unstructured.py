@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,15 +13,7 @@ from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import ConfigError
 from edgeprune.unstructured import SPARSITY_NOTE, sparsity_report, unstructured_prune
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """32×32 inputs are too small to share between threads; on a busy machine the second
-    thread only spins. Restored afterwards so other test modules keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _resnet18() -> nn.Module:
