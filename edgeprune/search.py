@@ -260,6 +260,10 @@ def _mac_prior(ctx: SearchContext, base_ms: float) -> dict[str, float]:
 MAX_STALLS = 3  # steps in a row that did not make the model faster before netadapt gives up
 
 
+def _margin(ctx: SearchContext) -> float:
+    return float(getattr(ctx.settings, "noise_margin", 0.0) or 0.0)
+
+
 @register_strategy("netadapt")
 class NetAdaptStrategy:
     """NetAdapt steps, proposals from a latency model, one device measurement per step."""
@@ -295,6 +299,8 @@ class NetAdaptStrategy:
         # below a SIMD-friendly count often run *slower*, and a bigger cut jumps past them
         reduce_by = float(ctx.settings.netadapt_step) * model.base_ms * 2 ** int(state["stall"])
         target = max(budget, current_ms - reduce_by)
+        if ctx.meets(current):  # met, but within the noise margin: one step clear of it
+            target = min(current_ms - reduce_by, budget * (1 - _margin(ctx)))
         proposals = self._propose(ctx, model, current["widths"], current_ms, target)
         if not proposals:
             return state, True
@@ -321,8 +327,19 @@ class NetAdaptStrategy:
             state["stall"] = 0
         else:  # the model was wrong: refitted above; try again from the same model
             state["stall"] = int(state["stall"]) + 1
-        done = ctx.meets(ctx.candidate(state["current"])) or state["stall"] >= MAX_STALLS
-        return state, done
+        return state, self._done(ctx, state)
+
+    def _done(self, ctx: SearchContext, state: dict[str, Any]) -> bool:
+        """Met with room to spare, or met near the budget with a clearly faster model accepted
+        as a fallback for the final re-measure, or stuck."""
+        if state["stall"] >= MAX_STALLS:
+            return True
+        if not ctx.meets(ctx.candidate(state["current"])):
+            return False
+        budget = float(ctx.latency_budget_ms or 0.0)
+        clear = budget * (1 - _margin(ctx))
+        return any(ctx.meets(r) and (ctx.latency(r) or 0.0) <= clear
+                   for r in (ctx.candidate(c) for c in state["accepted"]))
 
     def _propose(self, ctx: SearchContext, model: LatencyModel, widths: Widths,
                  current_ms: float, target: float) -> list[tuple[str, Widths, float]]:

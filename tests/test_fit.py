@@ -55,11 +55,9 @@ class ReplayDevice:
 
 
 @pytest.fixture(scope="module")
-def replay() -> Any:
-    device = ReplayDevice()
-    _measuring.MEASURE_HOOK["measure"] = device
-    yield device
-    _measuring.MEASURE_HOOK.pop("measure", None)
+def replay() -> ReplayDevice:
+    """One replaying device for the module; installed only by the tests that ask for it."""
+    return ReplayDevice()
 
 
 # noise_margin 0.99: every paired result counts as "near the budget", so each candidate is
@@ -70,7 +68,11 @@ SPEEDUP = FitSettings(speedup=1.3, noise_margin=0.99, **QUICK)
 @pytest.fixture(scope="module")
 def speedup_run(tmp_path_factory: pytest.TempPathFactory, replay: Any) -> Path:
     out = tmp_path_factory.mktemp("fit") / "run"
-    fit(SPEEDUP, out)
+    _measuring.MEASURE_HOOK["measure"] = replay
+    try:
+        fit(SPEEDUP, out)
+    finally:
+        _measuring.MEASURE_HOOK.pop("measure", None)
     return out
 
 
@@ -152,7 +154,9 @@ def test_report_command_re_renders(speedup_run: Path, capsys: pytest.CaptureFixt
 
 
 def test_interrupt_then_resume_equals_uninterrupted(speedup_run: Path, replay: Any,
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(_measuring.MEASURE_HOOK, "measure", replay)
     out = tmp_path / "run"
 
     def at_floor(event: dict[str, Any]) -> None:

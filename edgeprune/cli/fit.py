@@ -150,10 +150,19 @@ def run(args: argparse.Namespace, out: Output) -> int:
             target_dir = args.out or time.strftime("runs/fit-%Y%m%d-%H%M%S")
             result = fit(settings, target_dir, force=args.force, progress=progress)
     except FitBudgetNotMetError as exc:
-        out.result(exc.result.to_dict(), lambda d: summary_text(d))
+        out.result(exc.result.to_dict(), lambda d: summary_text(d) + _where(d))
         raise
-    out.result(result.to_dict(), lambda d: summary_text(d) + f"\nrun directory: {d['out']}")
+    out.result(result.to_dict(), lambda d: summary_text(d) + _where(d))
     return 0
+
+
+def _where(report: dict[str, Any]) -> str:
+    run_dir = report["out"]
+    deployable = (report.get("deployable") or {}).get("file")
+    lines = [f"\nreport: {run_dir}/report.html (also report.json, candidates.csv)"]
+    if deployable:
+        lines.append(f"model:  {run_dir}/{deployable} (batch 1), {run_dir}/model/ (PyTorch)")
+    return "\n".join(lines)
 
 
 def _progress(out: Output) -> Any:
