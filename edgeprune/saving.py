@@ -192,6 +192,10 @@ def load(path: str | os.PathLike[str]) -> Any:
             mod_name, _, attr = key.rpartition(".")
             module = modules.get(mod_name)
             current = getattr(module, attr, None) if module is not None else None
+            if current is None and module is not None and attr == "bias" \
+                    and hasattr(module, "bias"):
+                # a fold (materialize) gave a bias-free conv/linear a bias; recreate it
+                current = torch.nn.Parameter(torch.empty(0))
             if current is None:
                 raise CheckpointError(f"weight {key!r} of {str(p)!r} has no place in "
                                       f"{manifest.spec}", hint="the spec's code changed")

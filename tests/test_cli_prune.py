@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import edgeprune
 from edgeprune.cli.main import main
@@ -83,3 +84,24 @@ def test_schedule_needs_data(tmp_path, capsys):
     code = main(["prune", "--model", "builtin:mnist-cnn", "--schedule", "soft",
                  "--out", str(tmp_path / "m")])
     assert code == 2 and "needs --data" in capsys.readouterr().err
+
+
+def test_materialize_cli_on_torch_prune_masks(tmp_path, capsys):
+    import torch.nn.utils.prune as tprune
+
+    model = edgeprune.load_model("builtin:mnist-cnn")
+    tprune.ln_structured(model.features[0], "weight", amount=0.25, n=2, dim=0)
+    # a dead channel: zero filter and zero bias too (the shipped conv has a bias)
+    dead = (model.features[0].weight.flatten(1).abs().sum(1) == 0).nonzero().flatten()
+    with torch.no_grad():
+        model.features[0].bias[dead] = 0
+    torch.save(model.state_dict(), tmp_path / "masked.pt")
+    code, r = _run(capsys, "materialize", "--model", "builtin:mnist-cnn", "--weights",
+                   str(tmp_path / "masked.pt"), "--data", "builtin:mnist5k",
+                   "--out", str(tmp_path / "small"))
+    assert code == 0
+    assert r["removed_channels"] == 8
+    assert r["max_abs_diff"] <= 1e-5  # float64: the removal itself is exact
+    assert r["max_abs_diff_float32"] <= 1e-4  # float32 moves by summation order only
+    assert r["accuracy_after"]["top1"] == pytest.approx(r["accuracy_before"]["top1"], abs=1e-9)
+    assert edgeprune.load(tmp_path / "small").features[0].out_channels == 24

@@ -379,7 +379,11 @@ def test_constant_through_a_padded_depthwise_conv_varies_and_is_kept(
     )
     assert sum(removed.removed.values()) == 2
     assert removed.model.features[4].conv[1][0].groups == 144 - 2
-    assert removed.max_abs_diff == pytest.approx(_max_diff(removed.model, model, digits), rel=1e-4)
+    # the reported deviation is real (float64, so not rounding) and the float32 figure is the
+    # one a user measures on the saved model
+    assert removed.max_abs_diff > 1e-9
+    assert removed.max_abs_diff_float32 == pytest.approx(
+        _max_diff(removed.model, model, digits), rel=1e-4)
 
 
 def test_dead_channels_go_through_squeeze_excitation(digits: torch.Tensor) -> None:

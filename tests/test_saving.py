@@ -66,3 +66,18 @@ def test_tampered_weights_are_refused(tmp_path):
     (out / "weights.safetensors").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
         edgeprune.load(out)
+
+
+def test_a_bias_added_by_a_fold_survives_the_round_trip(tmp_path):
+    conv = nn.Conv2d(1, 4, 3, bias=False)
+    model = nn.Sequential(conv, nn.ReLU(), nn.Conv2d(4, 2, 1, bias=False))
+    model[2].bias = nn.Parameter(torch.tensor([0.5, -0.25]))  # as materialize's fold does
+    src = tmp_path / "net.py"
+    src.write_text("import torch.nn as nn\n"
+                   "def make():\n"
+                   "    return nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(),"
+                   " nn.Conv2d(4, 2, 1, bias=False))\n")
+    out = edgeprune.save(model, tmp_path / "m", spec=f"{src}:make", input_shape=(1, 1, 8, 8))
+    loaded = edgeprune.load(out)
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(loaded(x), model(x))

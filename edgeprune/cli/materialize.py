@@ -50,7 +50,9 @@ def render(r: dict[str, Any]) -> str:
              f"  channels removed {r['removed_channels']} in {len(r['removed'])} groups",
              f"  params {r['params_before']:,} → {r['params_after']:,}",
              f"  MACs   {r['macs_before']:,} → {r['macs_after']:,}",
-             f"  max |Δ output| {r['max_abs_diff']:.3g} on {r['parity_inputs']}"]
+             f"  max |Δ output| {r['max_abs_diff']:.3g} in float64 "
+             f"({r.get('max_abs_diff_float32') or 0:.3g} in float32, summation order) "
+             f"on {r['parity_inputs']}"]
     if r.get("accuracy_before") and r.get("accuracy_after"):
         lines.append(f"  top-1  {100 * r['accuracy_before']['top1']:.2f}% → "
                      f"{100 * r['accuracy_after']['top1']:.2f}%")
