@@ -213,9 +213,10 @@ def trade_off_png(report: dict[str, Any]) -> str:
         ax.scatter([base[key]], [100 * base["accuracy"]], marker="*", s=200, c="#d62728",
                    label="unpruned", zorder=5)
     chosen = report.get("chosen")
-    if chosen and chosen.get(key) and report.get("accuracy_after") is not None:
-        ax.scatter([chosen[key]], [100 * report["accuracy_after"]], marker="D", s=70,
-                   c="#2ca02c", label="chosen, after final fine-tune", zorder=6)
+    final_ms = report.get("final_latency_ms") or (chosen or {}).get(key)
+    if chosen and final_ms and report.get("accuracy_after") is not None:
+        ax.scatter([final_ms], [100 * report["accuracy_after"]], marker="D", s=70,
+                   c="#2ca02c", label="chosen: final fine-tune and re-measure", zorder=6)
     if report.get("latency_limit_ms"):
         ax.axvline(report["latency_limit_ms"], ls="--", c="#444", label="latency budget")
     corrected = ", load-corrected" if "load-corrected" in report["latency_note"] else ""

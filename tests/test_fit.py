@@ -303,3 +303,18 @@ def test_best_miss_is_the_most_accurate_among_the_nearest() -> None:
         state={"candidates": records}, settings=SimpleNamespace(noise_margin=0.15),
         excess=lambda r: [("p90 ms", r["latency_ms"], 5.0)])
     assert closest(ctx)["id"] == "c002"
+
+
+def test_measure_batch_and_threads_are_chosen_for_steady_timings() -> None:
+    from edgeprune.fit._measuring import resolve_threads
+    from edgeprune.fit._settings import auto_measure_batch
+
+    assert auto_measure_batch(4_241_152, relative=True) == 256  # the MNIST CNN: ~1 GMAC a run
+    assert auto_measure_batch(300_000_000, relative=True) == 4  # MobileNetV2 at 224×224
+    assert auto_measure_batch(4_000_000_000, relative=True) == 1
+    assert auto_measure_batch(4_241_152, relative=False) == 1  # absolute budgets: batch 1
+    local, remote = SimpleNamespace(is_local=True), SimpleNamespace(is_local=False)
+    assert resolve_threads(None, local, None) == 1
+    assert resolve_threads(None, remote, None) is None  # the runtime's default on a device
+    assert resolve_threads(None, remote, SimpleNamespace(threads=4)) == 4
+    assert resolve_threads(2, local, SimpleNamespace(threads=4)) == 2
