@@ -13,8 +13,9 @@ Two strategies ship:
 - ``netadapt``: NetAdapt-style greedy steps guided by a per-group latency model
   (:class:`LatencyModel`, a HALP-like look-up of "ms saved per fraction of a group removed").
   Each step proposes one candidate per channel group that the *model* predicts reaches the step's
-  latency target, fine-tunes each briefly, and measures only the most accurate on the device —
-  one comparison per step instead of one per group. Every measurement refits the model, so when
+  latency target, fine-tunes the ``netadapt_proposals`` that remove the smallest fraction of their
+  group briefly, and measures only the most accurate on the device — one comparison per step
+  instead of one per group. Every measurement refits the model, so when
   the prediction is wrong the next proposals are better.
 
 Latencies a strategy sees (``ctx.latency``) are the ones budgets are judged on: for a relative
@@ -304,6 +305,13 @@ class NetAdaptStrategy:
         proposals = self._propose(ctx, model, current["widths"], current_ms, target)
         if not proposals:
             return state, True
+        # with many groups, fine-tune only the proposals that remove the smallest fraction of
+        # their group (the likeliest to keep accuracy): a step costs K short fine-tunes, not one
+        # per group (MobileNetV2 has 25)
+        keep = int(getattr(ctx.settings, "netadapt_proposals", 0) or 0)
+        if keep and len(proposals) > keep:
+            widths = current["widths"]
+            proposals = sorted(proposals, key=lambda p: 1 - p[1][p[0]] / widths[p[0]])[:keep]
         records = [ctx.evaluate(w, parent=state["current"], kind="netadapt", step=step,
                                 note=f"step {step}: {root} {current['widths'][root]}→{w[root]} "
                                 f"(target {target:.3g} ms)", predicted_latency_ms=pred)

@@ -318,3 +318,12 @@ def test_measure_batch_and_threads_are_chosen_for_steady_timings() -> None:
     assert resolve_threads(None, remote, None) is None  # the runtime's default on a device
     assert resolve_threads(None, remote, SimpleNamespace(threads=4)) == 4
     assert resolve_threads(2, local, SimpleNamespace(threads=4)) == 2
+
+
+def test_every_setting_has_a_flag() -> None:
+    from dataclasses import fields
+
+    from edgeprune.cli import fit as fit_cli
+
+    flagged = {fit_cli._RENAMED.get(flag, flag) for flag in fit_cli._FLAGS}
+    assert flagged == {f.name for f in fields(FitSettings)}

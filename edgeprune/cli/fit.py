@@ -66,6 +66,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="uniform: stop when the ratio interval is this narrow (default 0.1)")
     search.add_argument("--netadapt-step", type=float, default=None, metavar="F",
                         help="netadapt: latency cut per step, fraction of the unpruned (0.1)")
+    search.add_argument("--netadapt-proposals", type=int, default=None, metavar="K",
+                        help="netadapt: groups fine-tuned per step, those needing the fewest "
+                        "channels removed (default 8, 0 = all)")
     train = p.add_argument_group("fine-tuning")
     train.add_argument("--batch-size", type=int, default=None, metavar="N",
                        help="training/evaluation batch (default 64)")
@@ -109,10 +112,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 _RENAMED = {"epochs": "final_epochs"}
 _FLAGS = ("target", "model", "weights", "input_shape", "data", "latency_ms", "speedup",
           "max_accuracy_drop", "memory_mb", "size_mb", "strategy", "criterion", "round_to",
-          "max_ratio", "max_steps", "uniform_tolerance", "netadapt_step", "batch_size", "epochs",
-          "final_batches", "step_epochs", "step_batches", "lr", "eval_batches", "measure_batch",
-          "threads", "runs", "warmup", "max_repeats", "max_measurements", "noise_margin",
-          "verify_pairs", "exporter", "seed")
+          "max_ratio", "max_steps", "uniform_tolerance", "netadapt_step", "netadapt_proposals",
+          "batch_size", "epochs", "final_batches", "step_epochs", "step_batches", "lr",
+          "eval_batches", "measure_batch", "threads", "runs", "warmup", "max_repeats",
+          "max_measurements", "noise_margin", "verify_pairs", "exporter", "seed")
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:

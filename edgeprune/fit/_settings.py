@@ -69,6 +69,7 @@ class FitSettings:
     max_steps: int = 12
     uniform_tolerance: float = 0.1
     netadapt_step: float = 0.1  # latency cut per step, as a fraction of the unpruned latency
+    netadapt_proposals: int = 8  # groups fine-tuned per netadapt step (0 = every group)
     runs: int = 30
     warmup: int = 5
     max_repeats: int = 0  # repeats of a noisy attempt inside one measurement (the runner's own)
@@ -114,7 +115,8 @@ class FitSettings:
             if value is not None and value < 1:
                 raise UsageError(f"{key} must be at least 1", hint=f"set {key} to 1 or more, "
                                  "or leave it out to let fit choose")
-        for key in ("step_batches", "final_batches", "eval_batches", "warmup", "max_repeats"):
+        for key in ("step_batches", "final_batches", "eval_batches", "warmup", "max_repeats",
+                    "netadapt_proposals"):
             if getattr(self, key) < 0:
                 raise UsageError(f"{key} must be 0 or more", hint=f"set {key} to 0 or more")
         least = 3 + 2 * self.verify_pairs
