@@ -243,6 +243,10 @@ def summarize(times_s):
            "cv": (std / mean) if mean > 0 else 0.0}
     for q in (50, 90, 95, 99):
         out["p%d_ms" % q] = percentile(ms, q)
+    # Robust coefficient of variation: IQR / 1.349 estimates the std of the bulk of the runs;
+    # a single preempted run (common on a busy board) does not make a steady result "noisy".
+    iqr = percentile(ms, 75) - percentile(ms, 25)
+    out["robust_cv"] = (iqr / 1.349 / out["p50_ms"]) if out["p50_ms"] > 0 else 0.0
     return out
 
 

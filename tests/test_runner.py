@@ -120,3 +120,14 @@ def test_probe_lists_runtimes() -> None:
     assert doc["runtimes"]["onnxruntime"]["present"] is True
     assert doc["runtimes"]["numpy"]["version"] == np.__version__
     assert "machine" in doc["device"]
+
+
+def test_one_preempted_run_does_not_make_a_steady_result_noisy():
+    from edgeprune import runner
+
+    steady = [0.001 + 0.00001 * (i % 5) for i in range(99)]
+    stats = runner.summarize([*steady, 0.050])  # one run 50x slower (preempted)
+    assert stats["cv"] > 1.0  # the classic CV is dominated by the outlier
+    assert stats["robust_cv"] < 0.02  # the IQR-based one describes the bulk
+    wobbly = runner.summarize([0.001 * (1 + (i % 2)) for i in range(100)])
+    assert wobbly["robust_cv"] > 0.2  # genuinely spread timings still count as noisy

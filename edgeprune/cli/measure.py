@@ -67,7 +67,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         timeout_s=args.timeout)
     result = measure(artifact, target, settings, profile=profile, progress=out.progress)
     if result.noisy:
-        out.warn(f"noisy measurement: CV {result.cv:.1%} above {result.cv_threshold:.0%} after "
+        out.warn(f"noisy measurement: robust CV {result.robust_cv or result.cv:.1%} above "
+                 f"{result.cv_threshold:.0%} after "
                  f"{result.attempts} attempts — close other programs on the device or raise --runs")
     data = result.to_dict()
     if profile is not None:
@@ -83,9 +84,10 @@ def _render(d: dict[str, Any]) -> str:
             f"{d.get('threads') or 'default'}, {d['runs']} runs after {d['warmup']} warm-up"
             f"{', NOISY' if d.get('noisy') else ''}")
     stats = table(("p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "std ms", "min ms",
-                   "max ms", "CV"),
+                   "max ms", "CV", "robust CV"),
                   [(d["p50_ms"], d["p90_ms"], d["p95_ms"], d["p99_ms"], d["mean_ms"],
-                    d["std_ms"], d["min_ms"], d["max_ms"], f"{d['cv']:.1%}")])
+                    d["std_ms"], d["min_ms"], d["max_ms"], f"{d['cv']:.1%}",
+                    f"{d['robust_cv']:.1%}" if d.get("robust_cv") is not None else "")])
     mem = (f"peak RSS {_num(d.get('peak_rss_mb'))} MB, session creation "
            f"{_num(d['session_create_ms'])} ms, first run {_num(d['first_run_ms'])} ms, "
            f"size {d['artifact_size_bytes'] / 1e6:.2f} MB")
