@@ -352,44 +352,6 @@ class Candidates:
                        "measuring again"})
         return near
 
-    def verify(self, path: Path, cid: str, pairs: int) -> dict[str, Any]:
-        """Re-measure the final artifact ``pairs`` times (beside the unpruned model when the
-        budget is relative, in alternating order); its numbers are the ones reported."""
-        comparison = Comparison(self.budgets.latency_percentile)
-        base = self.baseline_artifact()
-        for i in range(pairs):
-            if self.bench.left < (2 if self.budgets.relative else 1):
-                break
-            if not self.budgets.relative:
-                comparison.add_own(self.bench.run(path, cid=cid, role="final",
-                                                  batch=self.measure_batch))
-                continue
-            order = ((base, "unpruned"), (path, "final"))
-            runs = {}
-            for p, role in (order if i % 2 == 0 else order[::-1]):
-                runs[role] = self.bench.run(p, cid=self.baseline_id if role == "unpruned"
-                                            else cid, role=role, batch=self.measure_batch)
-            comparison.add_pair(runs["final"], runs["unpruned"])
-        if not comparison.own:
-            return {}
-        return comparison.summary(float(self.state["baseline_ms"]))
-
-    def measure_deployable(self, path: Path, cid: str) -> dict[str, Any]:
-        """The batch-1 deployable beside the unpruned model at batch 1: what a user would see."""
-        if self.bench.left < 2:
-            return {}
-        base = self.baseline_artifact(1)
-        comparison = Comparison(self.budgets.latency_percentile)
-        try:
-            ref = self.bench.run(base, cid=self.baseline_id, role="unpruned-b1", batch=1)
-            own = self.bench.run(path, cid=cid, role="deployable-b1", batch=1)
-        except INFEASIBLE as exc:
-            return {"error": exc.one_line()}
-        comparison.add_pair(own, ref)
-        summary = comparison.summary(None)
-        summary["latency_ratio"] = comparison.ratio()
-        return summary
-
     def _note_device(self, result: Any) -> None:
         if "device" not in self.state:
             self.state["device"] = {"target": self.target.where, "runtime": result.runtime,
