@@ -31,6 +31,10 @@ def finish(ctx: Any, state: dict[str, Any]) -> None:
         outcome, final = _finish_chosen(ctx, state, chosen_id)
         if outcome["met"] or not final.get("latency_missed"):
             break
+        record = ctx.candidate(chosen_id)
+        record["meets_budget"] = False
+        record["note"] += (f"; missed the budget on the final re-measure "
+                           f"({final['verify'].get('latency_ms', 0):.3g} ms)")
         fallback = _faster_meeting(ctx, chosen_id, tried)
         if fallback is None or ctx.bench.left < 2 * ctx.settings.verify_pairs + 2:
             break

@@ -116,7 +116,9 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
 
         finish(ctx, state)
         state["phase"] = "done"
-        save("final", "final model written")
+        final = state.get("final") or {}
+        save("final", f"final model written: {final.get('candidate')}"
+             + (f", top-1 {100 * final['accuracy']:.2f}%" if final.get("accuracy") else ""))
     return _finish_result(run, state)
 
 
