@@ -234,7 +234,10 @@ def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(
         if record["feasible"] and record["kind"] != "baseline":
             assert record["measurements"] == 2  # noise_margin 0: one pair, never repeated
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert state.get("search_end") == "measurement budget spent" or report["met"]
+    # the search ends on the cap, or met the budget; a final re-measure can still miss it
+    # (with no room left in 11 measurements for a fallback)
+    assert (state.get("search_end") == "measurement budget spent" or report["met"]
+            or "final re-measure" in report["reason"])
 
 
 @pytest.mark.slow

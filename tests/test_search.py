@@ -91,3 +91,15 @@ def test_measurement_weight_follows_noise_and_pair_disagreement() -> None:
     assert measurement_weight(noisy) == pytest.approx((0.1 / 0.3) ** 2)
     assert measurement_weight(split) < 0.2
     assert measurement_weight({"cv": 10.0, "noisy": True}) == 0.05
+
+
+def test_latency_model_rescales_a_prior_that_overestimates_every_group() -> None:
+    """MobileNet-like: MACs promise twice the saving the device gives. One measurement of one
+    group corrects the predictions for the others too (they share the scale)."""
+    groups = {f"g{i}": 32 for i in range(25)}
+    prior = {g: 4.0 for g in groups}  # the device saves 2.0 per unit fraction of each group
+    model = LatencyModel(groups, 100.0, prior)
+    model.add(dict(groups), 100.0)
+    model.add({**groups, "g0": 16}, 100.0 - 2.0 * 0.5)
+    assert model.scale == pytest.approx(0.5, rel=0.05)
+    assert model.predict({**groups, "g7": 16}) == pytest.approx(99.0, abs=0.2)
