@@ -33,7 +33,8 @@ __all__ = ["CSV_COLUMNS", "build_report", "pareto_front", "render_run", "summary
 REPORT_VERSION = 2
 CSV_COLUMNS = ("id", "step", "kind", "parent", "note", "accuracy", "params", "macs",
                "size_bytes", "measured", "feasible", "latency_ms", "latency_ratio", "ref_ms",
-               "measurements", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cv", "noisy",
+               "measurements", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cv", "robust_cv",
+               "noisy",
                "peak_rss_mb", "predicted_latency_ms", "meets_budget", "on_front", "widths",
                "error")
 
@@ -346,7 +347,8 @@ def summary_text(report: dict[str, Any]) -> str:
         if b1.get("latency_ratio"):
             lines.append(f"  deployable {report['deployable']['file']} (batch 1): p{pct} "
                          f"{_fmt(b1.get(f'p{pct}_ms'))} ms vs unpruned {_fmt(b1.get('ref_ms'))}"
-                         f" ms, speed-up {_fmt(1 / b1['latency_ratio'])}×")
+                         f" ms, speed-up {_fmt(1 / b1['latency_ratio'])}×"
+                         + (" (noisy: one pair, informational)" if b1.get("noisy") else ""))
     load = _load(report)
     lines.append(f"  {report['device_measurements']} device measurements, "
                  f"{len(report['candidates'])} candidates, {report['steps']} steps, "

@@ -238,12 +238,13 @@ class LatencyModel:
 def measurement_weight(record: Mapping[str, Any]) -> float:
     """How much a measured record should count in a latency model, in [0.05, 1].
 
-    Steady measurements count fully. A noisy one (CV above the runner's threshold) counts
-    ``(threshold / cv)²`` — inverse to its variance — and pairs whose ratios disagree with each
-    other by more than 10 % count less again.
+    Steady measurements count fully. A noisy one (CV above the runner's threshold; the robust,
+    IQR-based CV where the measurement has one) counts ``(threshold / cv)²`` — inverse to its
+    variance — and pairs whose ratios disagree with each other by more than 10 % count less again.
     """
     weight = 1.0
-    cv, threshold = record.get("cv"), record.get("cv_threshold") or 0.10
+    cv = record.get("robust_cv") or record.get("cv")
+    threshold = record.get("cv_threshold") or 0.10
     if record.get("noisy") and cv:
         weight = (float(threshold) / float(cv)) ** 2
     ratios = [float(r) for r in record.get("pair_ratios") or []]

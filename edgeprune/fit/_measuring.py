@@ -102,7 +102,8 @@ class Bench:
         self._append({**entry, "runner_invocations": 0 if result.cached else result.attempts,
                       "cached": result.cached, "p50_ms": result.p50_ms,
                       "p90_ms": result.p90_ms, "p99_ms": result.p99_ms,
-                      "mean_ms": result.mean_ms, "cv": result.cv, "noisy": result.noisy,
+                      "mean_ms": result.mean_ms, "cv": result.cv,
+                      "robust_cv": getattr(result, "robust_cv", None), "noisy": result.noisy,
                       "peak_rss_mb": result.peak_rss_mb,
                       "wall_s": round(time.monotonic() - started, 2)})
         return result
@@ -113,6 +114,11 @@ class Bench:
             fh.write(json.dumps(entry) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def _max_or_none(values: Any) -> float | None:
+    found = [float(v) for v in values if v is not None]
+    return max(found) if found else None
 
 
 def _load_avg() -> float | None:
@@ -166,6 +172,7 @@ class Comparison:
             "ref_ms": geomean([getattr(r, self.key) for r in self.ref]) if self.ref else None,
             "pair_ratios": [round(x, 4) for x in self.ratios],
             "cv": max(float(r.cv) for r in self.own),
+            "robust_cv": _max_or_none(getattr(r, "robust_cv", None) for r in self.own),
             "noisy": any(bool(r.noisy) for r in self.own),
             "cv_threshold": float(self.own[0].cv_threshold),
             "peak_rss_mb": max(rss) if rss else None,
