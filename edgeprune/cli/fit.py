@@ -14,6 +14,7 @@ from typing import Any
 
 from edgeprune.cli._common import add_force, parse_shape
 from edgeprune.cli._output import Output
+from edgeprune.cli.targets import add_target_options
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,13 +34,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "2 bad flags, 130 interrupted (run again to resume).")
     p.add_argument("--config", metavar="FILE", help="TOML file whose [fit] table holds settings "
                    "(keys as the flags, with underscores); flags override it")
-    p.add_argument("--target", default=None, metavar="NAME", help="device (default: local)")
     p.add_argument("--model", metavar="SPEC", help="model spec (builtin:NAME, torchvision:NAME, "
                    "file.py:factory, ...)")
     p.add_argument("--weights", metavar="FILE", help="state dict for the model")
     p.add_argument("--input-shape", metavar="N,C,H,W", type=parse_shape)
     p.add_argument("--data", metavar="SPEC", help="real data: builtin:mnist5k, imagefolder:PATH, "
                    "cifar10:PATH, file.py:factory")
+    add_target_options(p, default=None)  # None: a [fit] table may name it; else local
+    for action in p._actions:
+        if action.dest == "target":
+            action.help = ("a named target (edgeprune targets list) or a one-off SSH device "
+                           "(default: the --config file's, else local)")
     budget = p.add_argument_group("budgets (override the profile's)")
     latency = budget.add_mutually_exclusive_group()
     latency.add_argument("--latency-ms", type=float, metavar="X",
@@ -110,12 +115,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 # flag dest -> FitSettings field (the same name unless listed)
 _RENAMED = {"epochs": "final_epochs"}
-_FLAGS = ("target", "model", "weights", "input_shape", "data", "latency_ms", "speedup",
+_FLAGS = ("target", "profile", "identity_file", "known_hosts", "accept_new_host_key", "python",
+          "targets_file", "profiles_file", "model", "weights", "input_shape", "data",
+          "latency_ms", "speedup",
           "max_accuracy_drop", "memory_mb", "size_mb", "strategy", "criterion", "round_to",
           "max_ratio", "max_steps", "uniform_tolerance", "netadapt_step", "netadapt_proposals",
           "batch_size", "epochs", "final_batches", "step_epochs", "step_batches", "lr",
           "eval_batches", "measure_batch", "threads", "runs", "warmup", "max_repeats",
           "max_measurements", "noise_margin", "verify_pairs", "exporter", "seed")
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value is False or (isinstance(value, list) and not value)
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -124,8 +135,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     from edgeprune.fit import FitSettings, load_fit_table
 
     given: dict[str, Any] = load_fit_table(args.config) if args.config else {}
+    # not given: None, and for the switch and the repeatable flags False / []
     flags = {_RENAMED.get(flag, flag): getattr(args, flag) for flag in _FLAGS
-             if getattr(args, flag) is not None}
+             if not _unset(getattr(args, flag))}
     if "latency_ms" in flags or "speedup" in flags:  # a latency flag replaces the file's
         given.pop("latency_ms", None)
         given.pop("speedup", None)

@@ -134,8 +134,12 @@ def _context(settings: FitSettings, run: RunDir, state: dict[str, Any], emit: Pr
     from edgeprune.profiles import load_profile
     from edgeprune.targets import load_target
 
-    target = load_target(settings.target)
-    profile = load_profile(target.profile) if target.profile else None
+    target = load_target(settings.target, extra_files=settings.targets_file,
+                         profile=settings.profile, identity_file=settings.identity_file,
+                         known_hosts=settings.known_hosts,
+                         accept_new=settings.accept_new_host_key, python=settings.python)
+    profile = (load_profile(target.profile, extra_files=settings.profiles_file)
+               if target.profile else None)
     budgets = (ResolvedBudgets.from_dict(state["budgets"]) if "budgets" in state
                else resolve_budgets(settings, profile))
     state["budgets"] = budgets.to_dict()

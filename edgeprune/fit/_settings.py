@@ -46,6 +46,14 @@ class FitSettings:
     model: str
     data: str
     target: str = "local"
+    # how to reach the target (as `edgeprune measure`'s flags); None / empty = the target's own
+    profile: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    python: str | None = None
+    targets_file: tuple[str, ...] = ()
+    profiles_file: tuple[str, ...] = ()
     weights: str | None = None
     input_shape: tuple[int, ...] | None = None
     strategy: str = "uniform"
@@ -82,6 +90,9 @@ class FitSettings:
     def __post_init__(self) -> None:
         if self.input_shape is not None and not isinstance(self.input_shape, tuple):
             object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        for key in ("targets_file", "profiles_file"):
+            if not isinstance(getattr(self, key), tuple):
+                object.__setattr__(self, key, tuple(str(v) for v in getattr(self, key)))
         self._check()
 
     def _check(self) -> None:
@@ -130,6 +141,8 @@ class FitSettings:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         if data["input_shape"] is not None:
             data["input_shape"] = list(data["input_shape"])
+        data["targets_file"] = list(data["targets_file"])
+        data["profiles_file"] = list(data["profiles_file"])
         return data
 
     @classmethod
@@ -170,6 +183,9 @@ def load_fit_table(path: str | Path) -> dict[str, Any]:
     values = {k: getattr(checked, k) for k in table}
     if "input_shape" in values and values["input_shape"] is not None:
         values["input_shape"] = tuple(values["input_shape"])
+    for key in ("targets_file", "profiles_file"):
+        if key in values:
+            values[key] = tuple(values[key])
     return values
 
 
