@@ -3,11 +3,13 @@
 The device is this machine reached as an unprivileged user whose Python is the system's, so every
 candidate travels through SFTP and the 3.6-compatible runner. Timings over loopback are as noisy
 as local ones: the test asserts on what the run recorded and on the device being left clean,
-never on wall-clock time or on the budget being met.
+never on wall-clock time or on the budget being met. Also: the fit's checks that run before any
+work (host key, the --tflite converter).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -21,7 +23,6 @@ QUICK_FLAGS = ["--model", "builtin:mnist-cnn", "--data", "builtin:mnist5k",
                "--eval-batches", "4", "--exporter", "torchscript", "--uniform-tolerance", "0.45",
                "--verify-pairs", "1"]
 
-pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
 
 def _device_run_dirs(sshd: SSHServer) -> set[str]:
@@ -30,6 +31,8 @@ def _device_run_dirs(sshd: SSHServer) -> set[str]:
     return {p.name for p in runs.iterdir()} if runs.exists() else set()
 
 
+@pytest.mark.ssh
+@pytest.mark.slow
 def test_fit_over_loopback_ssh(sshd: SSHServer, known_hosts: Path, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}"
@@ -53,6 +56,7 @@ def test_fit_over_loopback_ssh(sshd: SSHServer, known_hosts: Path, tmp_path: Pat
     assert _device_run_dirs(sshd) == before
 
 
+@pytest.mark.ssh
 def test_fit_refuses_an_unknown_host_key(sshd: SSHServer, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}"
@@ -66,3 +70,16 @@ def test_fit_refuses_an_unknown_host_key(sshd: SSHServer, tmp_path: Path,
               if ln.startswith("edgeprune: error:")]
     assert len(errors) == 1 and "--accept-new-host-key" in errors[0]
     assert empty.read_text() == ""  # nothing recorded without the explicit option
+
+
+@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is not None,
+                    reason="the tflite extra is installed: the converter would run")
+def test_tflite_without_the_extra_fails_before_any_work(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code = main(["fit", *QUICK_FLAGS, "--speedup", "1.3", "--tflite", "--out", str(out)])
+    assert code == 1
+    errors = [ln for ln in capsys.readouterr().err.splitlines()
+              if ln.startswith("edgeprune: error:")]
+    assert len(errors) == 1 and "pip install 'edgeprune[tflite]'" in errors[0]
+    assert not (out / "measurements.jsonl").exists()  # nothing measured

@@ -106,6 +106,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     meas.add_argument("--verify-pairs", type=int, default=None, metavar="N",
                       help="re-measurements of the final model (default 2)")
     p.add_argument("--exporter", default=None, metavar="NAME", help="ONNX exporter (auto)")
+    p.add_argument("--tflite", action="store_true", default=None,
+                   help="also write model.tflite (needs the optional extra edgeprune[tflite])")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/fit-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its settings")
@@ -122,7 +124,7 @@ _FLAGS = ("target", "profile", "identity_file", "known_hosts", "accept_new_host_
           "max_ratio", "max_steps", "uniform_tolerance", "netadapt_step", "netadapt_proposals",
           "batch_size", "epochs", "final_batches", "step_epochs", "step_batches", "lr",
           "eval_batches", "measure_batch", "threads", "runs", "warmup", "max_repeats",
-          "max_measurements", "noise_margin", "verify_pairs", "exporter", "seed")
+          "max_measurements", "noise_margin", "verify_pairs", "exporter", "tflite", "seed")
 
 
 def _unset(value: Any) -> bool:
@@ -177,6 +179,9 @@ def _where(report: dict[str, Any]) -> str:
     lines = [f"\nreport: {run_dir}/report.html (also report.json, candidates.csv)"]
     if deployable:
         lines.append(f"model:  {run_dir}/{deployable} (batch 1), {run_dir}/model/ (PyTorch)")
+    tflite = (report.get("deployable") or {}).get("tflite")
+    if tflite:
+        lines.append(f"tflite: {run_dir}/{tflite} (batch 1)")
     return "\n".join(lines)
 
 

@@ -112,7 +112,14 @@ def _write(ctx: Any, state: dict[str, Any], cid: str, model: Any, accuracy: floa
     if ctx.measure_batch > 1:
         measured = run.path / f"model-b{ctx.measure_batch}.onnx"
         export_onnx(model, ctx.measure_input, measured, exporter=settings.exporter, force=True)
-    return {"candidate": cid, "accuracy": accuracy, "finetuned": finetuned,
+    extra: dict[str, Any] = {}
+    if settings.tflite:
+        from edgeprune.export import export_tflite
+
+        tflite = run.path / "model.tflite"
+        export_tflite(model, ctx.measure_input[:1], tflite, force=True)
+        extra = {"tflite": tflite.name, "tflite_size_bytes": size_on_disk(tflite)}
+    return {**extra, "candidate": cid, "accuracy": accuracy, "finetuned": finetuned,
             "epochs": settings.final_epochs if finetuned else 0,
             "deployable": deployable.name, "deployable_input_shape": [1, *ctx.input_shape[1:]],
             "deployable_size_bytes": size_on_disk(deployable),

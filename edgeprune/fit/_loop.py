@@ -61,6 +61,8 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
     started = time.monotonic()
     emit = progress or (lambda _e: None)
     strategy = get_strategy(settings.strategy)  # unknown names fail before any work
+    if settings.tflite:
+        _require_tflite_converter()
     run = RunDir(out)
     resumed = run.start(settings.to_dict(), force=force)
     state = (run.read_state() if resumed else None) or _fresh_state()
@@ -120,6 +122,18 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
         save("final", f"final model written: {final.get('candidate')}"
              + (f", top-1 {100 * final['accuracy']:.2f}%" if final.get("accuracy") else ""))
     return _finish_result(run, state)
+
+
+def _require_tflite_converter() -> None:
+    """Fail before any work when ``tflite`` is asked for and the converter is not installed."""
+    import importlib.util
+
+    from edgeprune.errors import ExportError
+
+    if importlib.util.find_spec("litert_torch") is None:
+        raise ExportError("--tflite needs the optional extra: pip install 'edgeprune[tflite]'",
+                          hint="install it (about 1.2 GB) or drop --tflite; model.onnx is "
+                          "always written")
 
 
 def _fresh_state() -> dict[str, Any]:

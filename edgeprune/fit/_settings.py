@@ -85,6 +85,7 @@ class FitSettings:
     noise_margin: float = 0.15
     verify_pairs: int = 2
     exporter: str = "auto"
+    tflite: bool = False  # also write model.tflite (the optional litert-torch extra)
     seed: int = 0
 
     def __post_init__(self) -> None:
