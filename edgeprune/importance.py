@@ -21,8 +21,6 @@ layer's filters) and ``random`` (seeded baseline).
 
 from __future__ import annotations
 
-import difflib
-import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from edgeprune._registry import Registry
 from edgeprune.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
@@ -86,10 +85,9 @@ class Importance(Protocol):
 
 # --- registry ----------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, Callable[..., Importance]] = {}  # name -> factory
-
-
 Factory = Callable[..., Importance]
+
+_REGISTRY: Registry[Factory] = Registry("importance criterion")  # name -> factory
 
 
 def register_importance(name: str) -> Callable[[Factory], Factory]:
@@ -98,25 +96,12 @@ def register_importance(name: str) -> Callable[[Factory], Factory]:
     Registering a name twice replaces the first entry and warns, so a plugin can override a
     built-in on purpose but never by accident.
     """
-
-    def decorator(factory: Factory) -> Factory:
-        if name in _REGISTRY:
-            warnings.warn(f"importance criterion {name!r} registered again; the new one wins",
-                          RuntimeWarning, stacklevel=2)
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def get_importance(name: str, **kwargs: Any) -> Importance:
     """Build the criterion registered as ``name`` with its options (e.g. ``include_inputs``)."""
     factory = _REGISTRY.get(name)
-    if factory is None:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.5)
-        hint = (f"did you mean {close[0]!r}?" if close
-                else f"use one of: {', '.join(list_importances())}")
-        raise ConfigError(f"unknown importance criterion {name!r}", hint=hint)
     try:
         return factory(**kwargs)
     except TypeError as exc:
@@ -125,7 +110,7 @@ def get_importance(name: str, **kwargs: Any) -> Importance:
 
 
 def list_importances() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 # --- per-member slices -------------------------------------------------------------------------

@@ -42,8 +42,8 @@ from edgeprune.errors import ConfigError, NotFoundError, PruningError
 from edgeprune.importance import Importance, ImportanceContext, get_importance, list_importances
 from edgeprune.stats import count_macs, count_params
 
-__all__ = ["GroupChange", "PruneConfig", "PruneResult", "load_layer_ratios", "prune",
-           "round_kept"]
+__all__ = ["GroupChange", "PruneConfig", "PruneResult", "group_ratios", "load_layer_ratios",
+           "prune", "round_kept"]
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
 Progress = Callable[[dict[str, Any]], None]
@@ -457,6 +457,16 @@ def _plan(model: nn.Module, graph: engine.Graph, config: PruneConfig) -> dict[st
             elif config.only_listed:
                 track.ratio = 0.0
     return tracks
+
+
+def group_ratios(model: nn.Module, graph: engine.Graph, config: PruneConfig) -> dict[str, float]:
+    """Group root → the ratio ``config`` gives that group (0 for groups it leaves alone).
+
+    The one place that maps the config's layer names to channel groups, for code that cuts
+    channels by other means (soft filter pruning zeroes them instead of removing them).
+    ``graph`` is ``engine.build_graph(model, ..., ignored_layers=config.ignored_layers)``.
+    """
+    return {root: track.ratio for root, track in _plan(model, graph, config).items()}
 
 
 def _group_of(name: str, groups: Sequence[engine.ChannelGroup], graph: engine.Graph,

@@ -28,10 +28,8 @@ Every schedule returns a :class:`ScheduleResult` with the accuracy before, right
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,9 +39,10 @@ import torch
 from torch import nn
 
 from edgeprune import engine
-from edgeprune.errors import ConfigError, UsageError
+from edgeprune._registry import Registry
+from edgeprune.errors import UsageError
 from edgeprune.evaluate import EvalResult, evaluate
-from edgeprune.prune import PruneConfig, PruneResult, prune, round_kept
+from edgeprune.prune import PruneConfig, PruneResult, group_ratios, prune, round_kept
 from edgeprune.stats import count_macs, count_params
 from edgeprune.train import FinetuneResult, Recipe, finetune, get_recipe
 
@@ -180,34 +179,20 @@ class _Run:
 
 
 ScheduleFn = Callable[[_Run], tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]]
-_SCHEDULES: dict[str, ScheduleFn] = {}
+_SCHEDULES: Registry[ScheduleFn] = Registry("schedule")
 
 
 def register_schedule(name: str) -> Callable[[ScheduleFn], ScheduleFn]:
     """Register a schedule function ``(run) -> (model, pruned_eval, history, pruned_layers)``."""
-
-    def decorator(fn: ScheduleFn) -> ScheduleFn:
-        if name in _SCHEDULES:
-            warnings.warn(f"schedule {name!r} registered again; the new one wins",
-                          RuntimeWarning, stacklevel=2)
-        _SCHEDULES[name] = fn
-        return fn
-
-    return decorator
+    return _SCHEDULES.register(name)
 
 
 def get_schedule(name: str) -> ScheduleFn:
-    fn = _SCHEDULES.get(name)
-    if fn is None:
-        close = difflib.get_close_matches(name, list(_SCHEDULES), n=1, cutoff=0.5)
-        raise ConfigError(f"unknown schedule {name!r}",
-                          hint=f"did you mean {close[0]!r}?" if close
-                          else f"use one of: {', '.join(list_schedules())}")
-    return fn
+    return _SCHEDULES.get(name)
 
 
 def list_schedules() -> list[str]:
-    return sorted(_SCHEDULES)
+    return _SCHEDULES.names()
 
 
 def run_schedule(
@@ -437,14 +422,11 @@ class SoftFilterPruning:
         if config.scope != "uniform":
             raise UsageError("soft filter pruning zeroes filters per layer (scope 'uniform')",
                              hint="set scope = 'uniform' in the prune config")
-        from edgeprune.prune import _plan  # the one place that maps config names to groups
-
         graph = engine.build_graph(model, example_inputs, ignored_layers=config.ignored_layers)
-        tracks = _plan(model, graph, config)
+        ratios = group_ratios(model, graph, config)
         self.config = config
-        self.groups = [g for g in engine.channel_groups(graph)
-                       if g.root in tracks and tracks[g.root].ratio > 0]
-        self.n_zero = {g.root: self._count(g.size, tracks[g.root].ratio) for g in self.groups}
+        self.groups = [g for g in engine.channel_groups(graph) if ratios.get(g.root, 0) > 0]
+        self.n_zero = {g.root: self._count(g.size, ratios[g.root]) for g in self.groups}
         self.zeroed: dict[str, list[int]] = {}
 
     def _count(self, size: int, ratio: float) -> int:

@@ -29,13 +29,12 @@ Register another with :func:`register_strategy`; ``fit --strategy NAME`` picks i
 
 from __future__ import annotations
 
-import difflib
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from edgeprune.errors import ConfigError, UsageError
+from edgeprune._registry import Registry
+from edgeprune.errors import UsageError
 
 __all__ = ["LatencyModel", "SearchContext", "Strategy", "best_meeting", "get_strategy",
            "list_strategies", "measurement_weight", "register_strategy", "uniform_widths"]
@@ -75,34 +74,21 @@ class Strategy(Protocol):
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None: ...
 
 
-_STRATEGIES: dict[str, Callable[[], Strategy]] = {}
+StrategyFactory = Callable[[], Strategy]
+_STRATEGIES: Registry[StrategyFactory] = Registry("search strategy")
 
 
-def register_strategy(name: str) -> Callable[[Callable[[], Strategy]], Callable[[], Strategy]]:
+def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
     """Class decorator: register a strategy factory under ``name`` (again: warns, replaces)."""
-
-    def deco(factory: Callable[[], Strategy]) -> Callable[[], Strategy]:
-        if name in _STRATEGIES:
-            warnings.warn(f"search strategy {name!r} registered again; the new one wins",
-                          RuntimeWarning, stacklevel=2)
-        _STRATEGIES[name] = factory
-        return factory
-
-    return deco
+    return _STRATEGIES.register(name)
 
 
 def get_strategy(name: str) -> Strategy:
-    factory = _STRATEGIES.get(name)
-    if factory is None:
-        close = difflib.get_close_matches(name, list(_STRATEGIES), n=1, cutoff=0.5)
-        raise ConfigError(f"unknown search strategy {name!r}",
-                          hint=f"did you mean {close[0]!r}?" if close
-                          else f"use one of: {', '.join(list_strategies())}")
-    return factory()
+    return _STRATEGIES.get(name)()
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return _STRATEGIES.names()
 
 
 def uniform_widths(ctx: SearchContext, ratio: float) -> Widths:

@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune._io import atomic_write_bytes, atomic_write_json
+from edgeprune._registry import Registry
 from edgeprune.config import FieldProblem
 from edgeprune.config import from_dict as config_from_dict
 from edgeprune.errors import CheckpointError, ConfigError, UsageError
@@ -145,27 +145,18 @@ class Recipe:
         return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / self.epochs))
 
 
-_RECIPES: dict[str, Recipe] = {}
+_RECIPES: Registry[Recipe] = Registry("recipe")
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
     """Register ``recipe`` under ``recipe.name``; registering a name again warns and replaces."""
     _validate(recipe, f"recipe {recipe.name!r}")
-    if recipe.name in _RECIPES:
-        warnings.warn(f"recipe {recipe.name!r} registered again; the new one wins",
-                      RuntimeWarning, stacklevel=2)
-    _RECIPES[recipe.name] = recipe
-    return recipe
+    return _RECIPES.add(recipe.name, recipe, stacklevel=2)
 
 
 def get_recipe(name: str, **overrides: Any) -> Recipe:
     """The recipe registered as ``name`` with ``overrides`` (field = value) applied and checked."""
     base = _RECIPES.get(name)
-    if base is None:
-        close = difflib.get_close_matches(name, list(_RECIPES), n=1, cutoff=0.5)
-        raise ConfigError(f"unknown recipe {name!r}",
-                          hint=f"did you mean {close[0]!r}?" if close
-                          else f"use one of: {', '.join(list_recipes())}")
     known = {f.name for f in fields(Recipe)}
     for key in overrides:
         if key not in known:
@@ -177,7 +168,7 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
 
 
 def list_recipes() -> list[str]:
-    return sorted(_RECIPES)
+    return _RECIPES.names()
 
 
 def _validate(recipe: Recipe, source: str) -> None:
