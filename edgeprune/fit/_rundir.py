@@ -31,11 +31,14 @@ def versions() -> dict[str, str | None]:
     from edgeprune import __version__
 
     found: dict[str, str | None] = {"edgeprune": __version__, "python": platform.python_version()}
+    # installed distributions' versions: a module's __version__ can lag its release
+    # (torch-pruning 1.6.1 says 1.6.0)
+    from importlib import metadata
+
     for name in ("torch", "onnxruntime", "onnx", "numpy", "torch_pruning"):
         try:
-            module = __import__(name)
-            found[name] = str(getattr(module, "__version__", None))
-        except ImportError:
+            found[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
             found[name] = None
     return found
 
