@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import ast
 import difflib
-import importlib
-import importlib.util
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeprune import builtin_models
+from edgeprune._userfile import Wording, import_user_code
 from edgeprune.errors import CheckpointError, ModelSpecError, UnsafeCheckpointError
 
 _CALL = re.compile(r"^(?P<name>[^()]+?)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
@@ -192,29 +190,19 @@ def _build_builtin(spec: ModelSpec, *, load_shipped: bool) -> Any:
     return model
 
 
+_IMPORT_WORDING = Wording(
+    error=ModelSpecError,
+    module_prefix="_edgeprune_user_",
+    no_file=("model file {target!r} does not exist", "check the path before ':factory'"),
+    not_python=("cannot import {target!r}", "is it a Python file?"),
+    file_failed_hint="fix the error in that file",
+    no_module=("cannot import module {target!r}: {exc}", "install it or put it on PYTHONPATH"),
+)
+
+
 def _build_factory(spec: ModelSpec) -> Any:
-    if spec.kind == "file":
-        path = Path(spec.target)
-        if not path.is_file():
-            raise ModelSpecError(f"model file {spec.target!r} does not exist",
-                                 hint="check the path before ':factory'")
-        mod_name = f"_edgeprune_user_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise ModelSpecError(f"cannot import {spec.target!r}", hint="is it a Python file?")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[mod_name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise ModelSpecError(f"importing {spec.target!r} failed: {type(exc).__name__}: {exc}",
-                                 hint="fix the error in that file") from exc
-    else:
-        try:
-            module = importlib.import_module(spec.target)
-        except ImportError as exc:
-            raise ModelSpecError(f"cannot import module {spec.target!r}: {exc}",
-                                 hint="install it or put it on PYTHONPATH") from None
+    path = Path(spec.target) if spec.kind == "file" else None
+    module = import_user_code(spec.target, _IMPORT_WORDING, path=path)
     factory = getattr(module, spec.factory or "", None)
     if not callable(factory):
         public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]

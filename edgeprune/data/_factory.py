@@ -10,15 +10,13 @@ Running a factory runs the user's code, like a model spec does.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeprune._userfile import Wording, import_user_code
 from edgeprune.data._spec import DataSpec
 from edgeprune.errors import DataSpecError
 
@@ -37,35 +35,22 @@ class FactoryResult:
     std: tuple[float, ...] | None
 
 
+_IMPORT_WORDING = Wording(
+    error=DataSpecError,
+    module_prefix="_edgeprune_data_",
+    no_file=("data factory file {target!r} does not exist",
+             "check the path in path/to/file.py:factory"),
+    not_python=("cannot import {target!r} as Python", "name a .py file"),
+    file_failed_hint="fix the error in that file (EDGEPRUNE_DEBUG=1 shows the traceback)",
+    no_module=("module {target!r} cannot be imported ({exc})",
+               "install it or add its folder to PYTHONPATH"),
+    module_failed_hint="fix the error in that module",
+)
+
+
 def resolve_factory(spec: DataSpec) -> Callable[..., Any]:
-    if spec.kind == "pyfile":
-        path = Path(spec.target).expanduser()
-        if not path.is_file():
-            raise DataSpecError(f"data factory file {spec.target!r} does not exist",
-                                hint="check the path in path/to/file.py:factory")
-        module_name = f"_edgeprune_data_{abs(hash(str(path.resolve())))}"
-        import_spec = importlib.util.spec_from_file_location(module_name, path)
-        if import_spec is None or import_spec.loader is None:
-            raise DataSpecError(f"cannot import {spec.target!r} as Python",
-                                hint="name a .py file")
-        module = importlib.util.module_from_spec(import_spec)
-        sys.modules[module_name] = module
-        try:
-            import_spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise DataSpecError(f"importing {spec.target!r} failed: {type(exc).__name__}: {exc}",
-                                hint="fix the error in that file (EDGEPRUNE_DEBUG=1 shows the "
-                                "traceback)") from exc
-    else:
-        try:
-            module = importlib.import_module(spec.target)
-        except ModuleNotFoundError as exc:
-            raise DataSpecError(f"module {spec.target!r} cannot be imported ({exc})",
-                                hint="install it or add its folder to PYTHONPATH") from exc
-        except Exception as exc:
-            raise DataSpecError(f"importing {spec.target!r} failed: {type(exc).__name__}: {exc}",
-                                hint="fix the error in that module") from exc
+    path = Path(spec.target).expanduser() if spec.kind == "pyfile" else None
+    module = import_user_code(spec.target, _IMPORT_WORDING, path=path)
     factory = getattr(module, spec.attr or "", None)
     if not callable(factory):
         raise DataSpecError(f"{spec.target!r} has no callable {spec.attr!r}",
