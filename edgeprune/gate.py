@@ -8,10 +8,12 @@ What is checked and where the number comes from:
 
 - ``max_model_size_mb`` — bytes on disk (1 MB = 10⁶ bytes), external ONNX data files included;
 - ``max_params`` — ONNX: elements of floating-point initializers; pruned dir: the module's
-  parameters; TFLite: not computed (skipped);
+  parameters; TFLite: elements of the constant weight tensors read from the flatbuffer
+  (:func:`edgeprune.stats.tflite_info`; no TFLite runtime needed);
 - ``max_macs`` — ONNX: Conv/ConvTranspose/Gemm/MatMul multiply-accumulates from the graph with
   shapes from ``onnx.shape_inference`` (dynamic dims filled from the input shape); pruned dir:
-  :func:`edgeprune.stats.count_macs` at the manifest's input shape;
+  :func:`edgeprune.stats.count_macs` at the manifest's input shape; TFLite: not computed
+  (skipped);
 - ``max_latency_ms`` / ``max_peak_rss_mb`` — *measured* on ``target`` (the profile's percentile);
   without a target they are reported as skipped, never as passed;
 - ``max_latency_ratio`` — measured latency over a ``reference`` (unpruned) artifact's latency,
@@ -406,14 +408,7 @@ def _static(path: Path, shape: tuple[int, ...] | None,
     if suffix == ".onnx":
         return _static_onnx(path, shape), None
     if suffix == ".tflite":
-        with path.open("rb") as fh:
-            head = fh.read(8)
-        if len(head) < 8 or head[4:8] != b"TFL3":
-            raise ArtifactError(f"{str(path)!r} is not a TFLite model (no TFL3 identifier)",
-                                hint="re-export it with edgeprune export --format tflite")
-        return ArtifactMetrics(artifact=str(path), name=path.name, kind="tflite",
-                               files=(str(path),), size_bytes=path.stat().st_size,
-                               macs_note="not computed for TFLite"), None
+        return _static_tflite(path), None
     raise ArtifactError(f"{str(path)!r} is not an artifact gate can check",
                         hint="give an .onnx or .tflite file or a pruned model directory")
 
@@ -432,6 +427,20 @@ def _static_onnx(path: Path, shape: tuple[int, ...] | None) -> ArtifactMetrics:
                            files=tuple(str(f) for f in files),
                            size_bytes=sum(f.stat().st_size for f in files), params=info.params,
                            macs=macs, macs_note=note)
+
+
+def _static_tflite(path: Path) -> ArtifactMetrics:
+    from edgeprune.errors import ExportError
+    from edgeprune.stats import tflite_info
+
+    try:
+        info = tflite_info(path)  # the flatbuffer itself: no TFLite runtime needed here
+    except ExportError as exc:
+        raise ArtifactError(exc.message, hint="re-export it with edgeprune export --format "
+                            "tflite") from None
+    return ArtifactMetrics(artifact=str(path), name=path.name, kind="tflite",
+                           files=(str(path),), size_bytes=info.size_bytes, params=info.params,
+                           macs_note="not computed for TFLite")
 
 
 def _static_pruned(path: Path) -> tuple[ArtifactMetrics, Any]:

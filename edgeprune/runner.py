@@ -94,7 +94,7 @@ def _cpu_freq():
 
 
 def _temperatures():
-    """Every readable thermal zone in degrees C (Pi: cpu-thermal; Jetson: CPU-therm, GPU-therm...)."""
+    """Every readable thermal zone in degrees C (Pi: cpu-thermal; Jetson: CPU-therm, ...)."""
     temps = {}
     for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
         raw = _read(os.path.join(zone, "temp"))
@@ -257,7 +257,8 @@ def parse_shape(text):
     try:
         dims = [int(d) for d in text.lower().replace(",", "x").split("x") if d.strip()]
     except ValueError:
-        raise RunnerError("bad_args", "cannot parse input shape %r (write it as 1x3x224x224)" % text)
+        raise RunnerError("bad_args",
+                          "cannot parse input shape %r (write it as 1x3x224x224)" % text)
     if not dims or any(d < 1 for d in dims):
         raise RunnerError("bad_args", "input shape %r must have positive dimensions" % text)
     return dims
@@ -362,12 +363,26 @@ class OrtBackend(object):
         return self.args.threads or None
 
 
+TFLITE_RUNTIMES = (("ai_edge_litert.interpreter", "ai-edge-litert"),
+                   ("tflite_runtime.interpreter", "tflite-runtime"))
+
+
+def tflite_package_hint():
+    """The TFLite runtime to install for this Python: ai-edge-litert (Python >= 3.10, 64-bit,
+    numpy 2 fine) or else tflite-runtime (Python <= 3.11, numpy < 2; 32-bit Raspberry Pi OS)."""
+    machine = platform.machine().lower()
+    if sys.version_info >= (3, 10) and not machine.startswith(("armv6", "armv7", "arm32")):
+        return "ai-edge-litert"
+    return "tflite-runtime"
+
+
 class TFLiteBackend(object):
+    """ai_edge_litert (LiteRT) or tflite_runtime: the same ``Interpreter`` API."""
+
     def __init__(self, args):
         Interpreter = None
         errors = []
-        for mod_name, dist in (("ai_edge_litert.interpreter", "ai-edge-litert"),
-                               ("tflite_runtime.interpreter", "tflite-runtime")):
+        for mod_name, dist in TFLITE_RUNTIMES:
             try:
                 module = __import__(mod_name, fromlist=["Interpreter"])
                 Interpreter = module.Interpreter
@@ -375,39 +390,64 @@ class TFLiteBackend(object):
                 self.name = dist
                 self.version = _version_of(top, dist)
                 break
-            except ImportError as exc:
-                errors.append(str(exc))
+            except Exception as exc:  # ImportError; or a numpy-1 build under numpy 2
+                text = str(exc).strip().splitlines()
+                errors.append("%s: %s" % (dist, text[0][:200] if text else type(exc).__name__))
         if Interpreter is None:
-            raise RunnerError("runtime_missing", "no TFLite runtime for %s (%s)"
-                              % (sys.executable, "; ".join(errors)),
-                              package="ai-edge-litert (Python >= 3.10) or tflite-runtime")
+            raise RunnerError(
+                "runtime_missing",
+                "no TFLite runtime for %s (Python %s, %s): install ai-edge-litert (Python >= 3.10, "
+                "numpy 2) or tflite-runtime (Python <= 3.11 with numpy < 2) [%s]"
+                % (sys.executable, platform.python_version(), platform.machine(),
+                   "; ".join(errors)),
+                package=tflite_package_hint())
         self.Interpreter = Interpreter
         self.args = args
         self.providers = []
+        self.threads = args.threads or None
 
     def load(self, path, profile_prefix=None):
         try:
             kwargs = {"model_path": path}
             if self.args.threads:
                 kwargs["num_threads"] = self.args.threads
-            interp = self.Interpreter(**kwargs)
+            try:
+                interp = self.Interpreter(**kwargs)
+            except TypeError:
+                if "num_threads" not in kwargs:
+                    raise
+                # tflite_runtime before 2.3 has no num_threads: its default, and say so
+                del kwargs["num_threads"]
+                interp = self.Interpreter(**kwargs)
+                self.threads = None
             interp.allocate_tensors()
         except MemoryError:
             raise
         except Exception as exc:
+            text = str(exc).strip()
+            if "bad_alloc" in text or "Failed to allocate" in text:
+                raise RunnerError("out_of_memory", "%s ran out of memory loading the model: %s"
+                                  % (self.name, text.splitlines()[0][:300]))
             raise RunnerError("load_failed", "%s cannot load %s: %s" % (
-                self.name, os.path.basename(path), str(exc).strip().splitlines()[0][:400]
-                if str(exc).strip() else type(exc).__name__))
+                self.name, os.path.basename(path),
+                " ".join(text.split())[:400] if text else type(exc).__name__))
         self.interp = interp
         self.out_idx = [d["index"] for d in interp.get_output_details()]
         return interp
 
     def inputs(self):
+        import numpy as np
+
         out = []
         for d in self.interp.get_input_details():
             sig = d.get("shape_signature")
             shape = [int(x) for x in (sig if sig is not None and len(sig) else d["shape"])]
-            out.append((d["name"], [x if x > 0 else None for x in shape], d["dtype"].__name__))
+            try:
+                dt = np.dtype(d["dtype"])  # .name: "bool" under numpy 1 and 2 (not "bool_")
+                dtype = dt.name if dt.kind in "fbiu" else None
+            except TypeError:
+                dtype = None  # strings, resources, variants: cannot generate inputs
+            out.append((d["name"], [x if x > 0 else None for x in shape], dtype))
         return out
 
     def feed(self, feeds):
@@ -419,7 +459,14 @@ class TFLiteBackend(object):
                 self.interp.resize_tensor_input(d["index"], list(arr.shape))
                 resized = True
         if resized:
-            self.interp.allocate_tensors()
+            try:
+                self.interp.allocate_tensors()
+            except Exception as exc:
+                text = " ".join(str(exc).split())
+                raise RunnerError("bad_args", "%s cannot run the model with input shapes %s: %s"
+                                  % (self.name, ", ".join("%s=%s" % (k, "x".join(
+                                      str(n) for n in v.shape)) for k, v in feeds.items()),
+                                     text[:300] or type(exc).__name__))
         self.pairs = [(d["index"], feeds[d["name"]]) for d in self.interp.get_input_details()]
 
     def run_once(self):
@@ -431,18 +478,22 @@ class TFLiteBackend(object):
             interp.get_tensor(idx)
 
     def threads_used(self):
-        return self.args.threads or None
+        return self.threads
 
 
-def pick_backend(args):
+def runtime_kind(args):
     kind = args.runtime
     if kind == "auto":
         kind = "tflite" if args.model.lower().endswith(".tflite") else "onnxruntime"
-    if kind == "onnxruntime":
+    if kind not in ("onnxruntime", "tflite"):
+        raise RunnerError("bad_args", "unknown runtime %r (use auto, onnxruntime or tflite)" % kind)
+    return kind
+
+
+def pick_backend(args):
+    if runtime_kind(args) == "onnxruntime":
         return OrtBackend(args)
-    if kind == "tflite":
-        return TFLiteBackend(args)
-    raise RunnerError("bad_args", "unknown runtime %r (use auto, onnxruntime or tflite)" % kind)
+    return TFLiteBackend(args)
 
 
 # --- per-operator breakdown (onnxruntime profiling) ---------------------------------------------
@@ -495,6 +546,11 @@ def measure(args):
     facts = device_facts()
     if not os.path.isfile(args.model):
         raise RunnerError("bad_args", "model file %r not found" % args.model)
+    if args.per_op and runtime_kind(args) != "onnxruntime":
+        raise RunnerError("bad_args", "per-operator timing (--per-op) is ONNX-only (onnxruntime "
+                          "profiling); TFLite has no per-operator breakdown here: measure %s "
+                          "without --per-op, or measure the model's .onnx export with --per-op"
+                          % os.path.basename(args.model))
     try:
         import numpy as np
     except ImportError as exc:
@@ -581,12 +637,9 @@ def measure(args):
         "times_ms": [round(t * 1000.0, 4) for t in times] if args.keep_times else None,
     }
     result.update(stats)
-    if args.per_op:
-        if not isinstance(backend, OrtBackend):
-            result["per_op"] = {"error": "per-operator timing needs onnxruntime"}
-        else:
-            result["per_op"] = per_op_breakdown(backend, args.model, feeds,
-                                                max(1, min(args.runs, 20)))
+    if args.per_op:  # onnxruntime only: refused above for TFLite
+        result["per_op"] = per_op_breakdown(backend, args.model, feeds,
+                                            max(1, min(args.runs, 20)))
     return result
 
 
@@ -604,7 +657,8 @@ def build_parser():
     p.add_argument("--input-shape", action="append", help="NAME=1x3x224x224 or 1x3x224x224")
     p.add_argument("--default-shape", default=None, help="fills dynamic dims of same-rank inputs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-op", action="store_true", help="onnxruntime per-operator breakdown")
+    p.add_argument("--per-op", action="store_true",
+                   help="onnxruntime per-operator breakdown (ONNX only)")
     p.add_argument("--keep-times", action="store_true", help="include every run's time")
     return p
 

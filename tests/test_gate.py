@@ -403,3 +403,42 @@ def test_bad_flags_are_usage_errors(flags: list[str], capsys: pytest.CaptureFixt
         main(["gate", "model.onnx", *flags])
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+# --- TFLite ------------------------------------------------------------------------------------
+
+
+def test_tflite_params_from_the_flatbuffer_and_measured_latency(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests._tflite import make_fc_model
+
+    sample = make_fc_model(tmp_path / "fc.tflite")  # 64 -> 10 dense + softmax: 650 params
+    model = str(sample.path)
+    code, data, _ = _run(capsys, model, "--params", "600", "--macs", "1", "--size-mb", "1")
+    checks = _by_budget(data)
+    assert code == 4 and checks["max_params"]["status"] == "fail"
+    assert checks["max_params"]["value"] == sample.param_count == 650
+    assert checks["max_macs"]["status"] == "skipped" and "TFLite" in checks["max_macs"]["reason"]
+    assert checks["max_model_size_mb"]["status"] == "pass"
+    (m,) = data["artifacts"]
+    assert m["kind"] == "tflite" and m["params"] == 650
+    # measured on the local target through the TFLite runtime (ai-edge-litert)
+    code, data, _ = _run(capsys, model, "--target", "local", *FAST, "--params", "650",
+                         "--latency-ms", "1e6", "--memory-mb", "1e6")
+    checks = _by_budget(data)
+    assert code == 0 and checks["max_params"]["status"] == "pass"
+    assert checks["max_latency_ms"]["status"] == "pass" and checks["max_latency_ms"]["value"] > 0
+    (m,) = data["artifacts"]
+    assert m["measurement"]["runtime"] == "ai-edge-litert"
+
+
+def test_corrupt_tflite_is_a_one_line_artifact_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests._tflite import make_fc_model
+
+    sample = make_fc_model(tmp_path / "fc.tflite")
+    truncated = tmp_path / "trunc.tflite"
+    truncated.write_bytes(sample.path.read_bytes()[:1000])
+    line = _one_line_error(capsys, [str(truncated), "--params", "10"], 1)
+    assert "trunc.tflite" in line and "not a readable TFLite model" in line
+    assert "re-export" in line

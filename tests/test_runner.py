@@ -131,3 +131,58 @@ def test_one_preempted_run_does_not_make_a_steady_result_noisy():
     assert stats["robust_cv"] < 0.02  # the IQR-based one describes the bulk
     wobbly = runner.summarize([0.001 * (1 + (i % 2)) for i in range(100)])
     assert wobbly["robust_cv"] > 0.2  # genuinely spread timings still count as noisy
+
+
+# --- TFLite (a real .tflite built from the schema, run by ai-edge-litert) ----------------------
+
+
+def test_runner_measures_a_real_tflite_model(tmp_path: Path) -> None:
+    import ai_edge_litert
+
+    from tests._tflite import make_fc_model
+
+    sample = make_fc_model(tmp_path / "fc.tflite", dynamic_batch=True)
+    rc, doc = run_runner("--model", str(sample.path), "--runs", "7", "--warmup", "2",
+                         "--threads", "1", "--keep-times", "--default-shape", "3x64")
+    assert rc == 0, doc
+    assert doc["runtime"] == "ai-edge-litert"
+    assert doc["runtime_version"] == ai_edge_litert.__version__
+    assert doc["runs"] == 7 and len(doc["times_ms"]) == 7 and doc["threads"] == 1
+    assert doc["providers"] == [] and "per_op" not in doc
+    # a dynamic batch dim (shape_signature -1) filled from --default-shape, then resized
+    assert doc["inputs"]["x"] == {"shape": [3, 64], "dtype": "float32",
+                                  "declared": ["None", 64]}
+    assert doc["min_ms"] <= doc["p50_ms"] <= doc["p90_ms"] <= doc["p99_ms"] <= doc["max_ms"]
+    assert doc["session_create_ms"] > 0 and doc["peak_rss_mb"] > 10
+
+
+def test_runner_tflite_errors_are_named(tmp_path: Path) -> None:
+    from tests._tflite import make_fc_model
+
+    sample = make_fc_model(tmp_path / "fc.tflite")
+    rc, doc = run_runner("--model", str(sample.path), "--per-op")
+    assert rc == runner.EXIT_FAILED and doc["error"]["kind"] == "bad_args"
+    assert "ONNX-only" in doc["error"]["message"]
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\x00" * 64)
+    rc, doc = run_runner("--model", str(broken))
+    assert rc == runner.EXIT_FAILED and doc["error"]["kind"] == "load_failed"
+    assert doc["error"]["message"].startswith("ai-edge-litert cannot load broken.tflite: ")
+    rc, doc = run_runner("--model", str(sample.path), "--runtime", "tensorrt")
+    assert rc == runner.EXIT_FAILED and doc["error"]["kind"] == "bad_args"
+
+
+def test_tflite_package_hint_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner.platform, "machine", lambda: "x86_64")
+    assert runner.tflite_package_hint() == "ai-edge-litert"  # this Python is >= 3.10
+    monkeypatch.setattr(runner.platform, "machine", lambda: "armv7l")  # 32-bit Pi OS
+    assert runner.tflite_package_hint() == "tflite-runtime"
+
+
+def test_probe_lists_ai_edge_litert() -> None:
+    import ai_edge_litert
+
+    rc, doc = run_runner("--probe")
+    assert rc == 0
+    assert doc["runtimes"]["ai_edge_litert"] == {"present": True,
+                                                 "version": ai_edge_litert.__version__}
