@@ -58,3 +58,14 @@ def digits_rgb32():
     x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     x = (x - 0.3) / 0.4
     return x.repeat(1, 3, 1, 1), torch.tensor(bunch.target, dtype=torch.long)
+
+
+@pytest.fixture(scope="module")
+def flush_denormals():
+    """Random-init weights produce denormal floats that make CPU convs crawl; for a module:
+    ``pytestmark = pytest.mark.usefixtures("flush_denormals")``."""
+    import torch
+
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)

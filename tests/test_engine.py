@@ -4,49 +4,28 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
 
 from edgeprune import engine
-from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import PruningError
+from tests._helpers import torchvision_model
+
+pytestmark = pytest.mark.usefixtures("flush_denormals")
 
 X32 = (1, 3, 32, 32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _flush_denormals() -> Iterator[None]:
-    """Random-init weights produce denormal floats that make CPU convs crawl."""
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-
-
-def _model(arch: str, **kwargs: object) -> nn.Module:
-    torch.manual_seed(0)
-    tv = import_torchvision()
-    model = getattr(tv.models, arch)(num_classes=10, **kwargs).eval()
-    # non-trivial BN statistics so that misaligned slices show up in outputs
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model
-
-
 @pytest.fixture(scope="module")
 def resnet18() -> nn.Module:
-    return _model("resnet18")
+    return torchvision_model("resnet18")
 
 
 @pytest.fixture(scope="module")
 def mobilenet_v2() -> nn.Module:
-    return _model("mobilenet_v2")
+    return torchvision_model("mobilenet_v2")
 
 
 def _axis(module: nn.Module, dim: str) -> int:
@@ -156,7 +135,7 @@ def test_weights_helper_gives_one_row_per_root_channel(resnet18: nn.Module) -> N
 
 def test_classifier_outputs_are_never_pruned() -> None:
     for arch in ("resnet18", "mobilenet_v2"):
-        model = _model(arch)
+        model = torchvision_model(arch)
         graph = engine.build_graph(model, torch.randn(X32))
         assert graph.protected
         for group in engine.channel_groups(graph):
@@ -218,13 +197,13 @@ def test_ignored_layers_keep_their_output_channels(resnet18: nn.Module) -> None:
 
 
 def test_channel_shuffle_is_refused_with_a_clear_error() -> None:
-    model = _model("shufflenet_v2_x0_5")
+    model = torchvision_model("shufflenet_v2_x0_5")
     with pytest.raises(PruningError, match="channel shuffle"):
         engine.build_graph(model, torch.randn(X32))
 
 
 def test_convnext_layer_scale_is_a_member_and_follows_its_channel() -> None:
-    model = _model("convnext_tiny")
+    model = torchvision_model("convnext_tiny")
     graph = engine.build_graph(model, torch.randn(X32))
     group = next(g for g in engine.channel_groups(graph) if g.root == "features.2.1")
     scales = [m for m in group.members if m.param == "layer_scale"]
@@ -240,7 +219,7 @@ def test_convnext_layer_scale_is_a_member_and_follows_its_channel() -> None:
 
 
 def test_grouped_convolutions_are_skipped_with_a_reason() -> None:
-    model = _model("regnet_x_400mf")
+    model = torchvision_model("regnet_x_400mf")
     graph = engine.build_graph(model, torch.randn(X32))
     groups = engine.channel_groups(graph)
     skipped = engine.skipped_groups(graph)

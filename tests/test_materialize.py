@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,7 +12,6 @@ from torch.nn.utils import prune
 
 import edgeprune.materialize as mat
 from edgeprune import engine
-from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import CheckpointError, ParityError, UsageError
 from edgeprune.materialize import (
     apply_torch_prune_masks,
@@ -21,48 +19,28 @@ from edgeprune.materialize import (
     load_masked_state_dict,
     materialize,
 )
+from tests._helpers import torchvision_model
+from tests.conftest import digits_rgb32
+
+pytestmark = pytest.mark.usefixtures("flush_denormals")
 
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _flush_denormals() -> Iterator[None]:
-    """Random-init weights produce denormal floats that make CPU convs crawl."""
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="module")
 def digits() -> torch.Tensor:
     """32 real handwritten digits, 8×8 upsampled to 32×32, replicated to 3 channels."""
-    from sklearn.datasets import load_digits
-
-    images = torch.tensor(load_digits().images[:32], dtype=torch.float32).unsqueeze(1) / 16.0
-    images = nn.functional.interpolate(images, size=32, mode="bilinear", align_corners=False)
-    return ((images - 0.3) / 0.4).repeat(1, 3, 1, 1)
-
-
-def _model(arch: str) -> nn.Module:
-    torch.manual_seed(0)
-    model = getattr(import_torchvision().models, arch)(num_classes=10).eval()
-    for module in model.modules():  # trained-looking BN statistics
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model
+    return digits_rgb32()[0][:32].clone()
 
 
 @pytest.fixture(scope="module")
 def resnet18() -> nn.Module:
-    return _model("resnet18")
+    return torchvision_model("resnet18")
 
 
 @pytest.fixture(scope="module")
 def mobilenet_v2() -> nn.Module:
-    return _model("mobilenet_v2")
+    return torchvision_model("mobilenet_v2")
 
 
 def _zero_bn(bn: nn.BatchNorm2d, channels: torch.Tensor) -> None:
@@ -165,7 +143,7 @@ def test_constant_channel_into_a_1x1_conv_is_folded_exactly(
         result.model.features[2].conv[0][1].running_mean, model.features[2].conv[0][1].running_mean
     )
     assert _max_diff(result.model, model, digits) <= TOL
-    rebuilt = engine.replay(_model("mobilenet_v2"), digits[:1], result.history)
+    rebuilt = engine.replay(torchvision_model("mobilenet_v2"), digits[:1], result.history)
     rebuilt.load_state_dict(result.model.state_dict())
     assert _max_diff(rebuilt, result.model, digits) == 0.0
 
@@ -306,7 +284,7 @@ def test_masked_state_dict_loads_into_plain_weights(
     state = model.state_dict()
     assert "layer1.0.conv1.weight_orig" in state and "layer1.0.conv1.weight_mask" in state
 
-    fresh = _model("resnet18")
+    fresh = torchvision_model("resnet18")
     load_masked_state_dict(fresh, state)
     assert torch.equal(fresh.layer1[0].conv1.weight, model.layer1[0].conv1.weight)
     assert _max_diff(fresh, model, digits) == 0.0
@@ -314,7 +292,7 @@ def test_masked_state_dict_loads_into_plain_weights(
 
     del state["layer1.0.conv1.weight_mask"]
     with pytest.raises(CheckpointError, match="weight_mask"):
-        load_masked_state_dict(_model("resnet18"), state)
+        load_masked_state_dict(torchvision_model("resnet18"), state)
 
 
 def test_apply_torch_prune_masks_bakes_the_masks_in(resnet18: nn.Module) -> None:
@@ -342,7 +320,7 @@ def test_unknown_policy_is_a_usage_error(resnet18: nn.Module, digits: torch.Tens
 
 @pytest.mark.slow
 def test_densenet_constant_channels_fold_through_concat(digits: torch.Tensor) -> None:
-    model = _model("densenet121")
+    model = torchvision_model("densenet121")
     # a zero growth filter emits 0; every later layer's BN turns it into relu(shift) for its
     # 1×1 conv, and norm5 → pooling → classifier: all exact folds,
     # at concat offsets; two neighbouring layers, so pruning one shifts the other's offsets
@@ -387,7 +365,7 @@ def test_constant_through_a_padded_depthwise_conv_varies_and_is_kept(
 
 
 def test_dead_channels_go_through_squeeze_excitation(digits: torch.Tensor) -> None:
-    model = _model("mobilenet_v3_small")
+    model = torchvision_model("mobilenet_v3_small")
     block = model.features[4].block  # expand → depthwise → squeeze-excitation → project
     width = block[1][0].out_channels
     keep = torch.ones(width, dtype=torch.bool)
@@ -407,7 +385,7 @@ def test_dead_channels_go_through_squeeze_excitation(digits: torch.Tensor) -> No
 
 
 def test_a_constant_through_squeeze_excitation_is_kept(digits: torch.Tensor) -> None:
-    model = _model("mobilenet_v3_small")
+    model = torchvision_model("mobilenet_v3_small")
     bn = model.features[4].block[1][1]
     with torch.no_grad():  # the depthwise BN emits 0.8: the SE scale makes it vary per image
         bn.weight[[0, 5]] = 0.0
