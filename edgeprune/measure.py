@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from typing import Any
 from edgeprune import config
 from edgeprune._io import atomic_write_json
 from edgeprune.errors import (
+    DeviceDiskFullError,
     DeviceOutOfMemoryError,
     MeasurementError,
     NotFoundError,
@@ -48,7 +50,7 @@ from edgeprune.errors import (
 from edgeprune.targets import Target
 
 __all__ = ["ARTIFACT_SUFFIXES", "MeasureResult", "MeasureSettings", "artifact_files",
-           "cache_dir", "measure", "probe"]
+           "cache_dir", "measure", "probe", "readiness_problem"]
 
 Progress = Callable[[dict[str, Any]], None]
 RunAttempt = Callable[["MeasureSettings"], dict[str, Any]]
@@ -347,8 +349,77 @@ def probe(target: Target, *, progress: Progress | None = None) -> dict[str, Any]
     with device.session([], "") as _run:
         doc = device.probe()
     doc["where"] = target.where
+    doc["python"] = device.python
     doc["timings_s"] = device.timings
     return doc
+
+
+MIN_DEVICE_PYTHON = (3, 6)
+TFLITE_MODULES = ("ai_edge_litert", "tflite_runtime")
+
+
+def readiness_problem(doc: dict[str, Any], *,
+                      runtimes: Sequence[str] = ()) -> RuntimeMissingError | None:
+    """Why a probed device cannot measure anything (``targets check``), or None when it can.
+
+    ``doc`` is :func:`probe`'s answer; ``runtimes`` the profile's runtimes (which package the fix
+    names first). Checks the device's Python version, numpy (the runner needs it for every
+    measurement) and at least one model runtime (onnxruntime, ai_edge_litert or tflite_runtime).
+    """
+    where = doc.get("where") or "the device"
+    python = doc.get("python") or "python3"
+    device = doc.get("device") or {}
+    version = _version_tuple(device.get("python"))
+    if version is not None and version < MIN_DEVICE_PYTHON:
+        return RuntimeMissingError(
+            f"Python {device.get('python')} ({device.get('python_executable') or python}) on "
+            f"{where} is too old: the runner needs Python 3.6 or newer",
+            hint="install python3 (3.6+) on the device and point the target at it "
+            "(`python = ...` or --python)")
+    found = doc.get("runtimes") or {}
+
+    def present(name: str) -> bool:
+        return bool((found.get(name) or {}).get("present"))
+
+    packages: list[str] = []
+    if not present("numpy"):
+        packages.append("numpy")
+    has_runtime = present("onnxruntime") or any(present(m) for m in TFLITE_MODULES)
+    if not has_runtime:
+        packages.append(_runtime_package(runtimes, version))
+    if not packages:
+        return None
+    if has_runtime:
+        what = f"numpy is missing for {python} on {where} (the runner needs it)"
+    elif "numpy" in packages:
+        what = (f"numpy and a model runtime (onnxruntime, ai_edge_litert or tflite_runtime) are "
+                f"missing for {python} on {where}")
+    else:
+        what = (f"no model runtime for {python} on {where}: onnxruntime, ai_edge_litert and "
+                "tflite_runtime are all missing")
+    also = ""
+    if not has_runtime and packages[-1] == "onnxruntime":
+        also = " (or ai-edge-litert / tflite-runtime to measure .tflite models)"
+    return RuntimeMissingError(
+        what, hint=f"install with: {shlex.quote(python)} -m pip install {' '.join(packages)}{also}")
+
+
+def _runtime_package(runtimes: Sequence[str], version: tuple[int, ...] | None) -> str:
+    """The runtime package to suggest: onnxruntime unless the profile only runs TFLite."""
+    if runtimes and "onnxruntime" not in runtimes and "tflite" in runtimes:
+        # ai-edge-litert wheels start at Python 3.10; older images use tflite-runtime
+        return "tflite-runtime" if version is not None and version < (3, 10) else "ai-edge-litert"
+    return "onnxruntime"
+
+
+def _version_tuple(text: Any) -> tuple[int, ...] | None:
+    parts = []
+    for piece in str(text or "").split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) if parts else None
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -448,7 +519,8 @@ def parse_runner_output(stdout: str, stderr: str, status: int, *, where: str,
                 "`dmesg` there for the OOM killer")
         if "SyntaxError" in stderr:
             raise RuntimeMissingError(f"{python!r} on {where} is too old for the runner "
-                                      f"({last_err})", hint="the device needs Python 3.6 or newer")
+                                      f"({last_err})", hint="install python3 (3.6+) on the device "
+                                      "and point the target at it (`python = ...` or --python)")
         raise MeasurementError(f"the runner on {where} failed (exit status {status}): "
                                f"{last_err or 'no output'}",
                                hint="run with EDGEPRUNE_DEBUG=1 for details")
@@ -575,6 +647,7 @@ class _RemoteDevice:
             self.conn.makedirs(self.work + "/runs")
             self.timings["connect"] = time.monotonic() - t0
             with self._device_lock():
+                self._sweep_leftovers()
                 self.run_dir = f"{self.work}/runs/{uuid.uuid4().hex}"
                 self.conn.makedirs(self.run_dir)
                 try:
@@ -621,8 +694,23 @@ class _RemoteDevice:
         self.conn.makedirs(cache)
         staging = f"{self.run_dir}/artifact"
         self.conn.makedirs(staging)
-        for f in files:
-            self.conn.upload(f, f"{staging}/{f.name}", progress=self.emit)
+        try:
+            for f in files:
+                self.conn.upload(f, f"{staging}/{f.name}", progress=self.emit)
+        except DeviceDiskFullError:
+            # our own cache of earlier artifacts may be what fills a small SD card: drop it
+            # (we hold the device lock, so no other measurement is using it) and try once more
+            cached = [name for name, _m, is_dir in self.conn.listdir(cache) if is_dir]
+            if not cached:
+                raise
+            self.emit({"stage": "upload", "message": f"disk full on the device: removing "
+                       f"{len(cached)} cached artifact(s) and retrying"})
+            for name in cached:
+                self.conn.remove_tree(f"{cache}/{name}")
+            self.conn.remove_tree(staging)
+            self.conn.makedirs(staging)
+            for f in files:
+                self.conn.upload(f, f"{staging}/{f.name}", progress=self.emit)
         self.conn.write_text(f"{staging}/.complete", digest + "\n")
         if self.conn.exists(entry):
             self.conn.remove_tree(entry)  # an incomplete upload from an interrupted run
@@ -636,6 +724,19 @@ class _RemoteDevice:
         for name, _mtime, _is_dir in entries[keep:]:
             with contextlib.suppress(TargetError):
                 self.conn.remove_tree(f"{cache}/{name}")
+
+    def _sweep_leftovers(self) -> None:
+        """Remove run dirs a killed client left behind (SIGKILL, power loss, a second Ctrl-C).
+
+        Run dirs are only ever created under the device lock, which we hold now: whatever is in
+        ``runs/`` belongs to no live measurement.
+        """
+        runs = f"{self.work}/runs"
+        for name, _mtime, _is_dir in self.conn.listdir(runs):
+            self.emit({"stage": "cleanup", "message": f"removing {runs}/{name} left behind by an "
+                       "interrupted measurement"})
+            with contextlib.suppress(TargetError):
+                self.conn.remove_tree(f"{runs}/{name}")
 
     def _cleanup(self) -> None:
         if not self.run_dir:

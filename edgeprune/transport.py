@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import posixpath
 import shlex
@@ -39,6 +40,11 @@ __all__ = ["CommandResult", "Connection", "fingerprint", "quote_command"]
 
 Progress = Callable[[dict[str, Any]], None]
 PID_MARKER = "EDGEPRUNE-PID "
+
+# paramiko's transport thread logs every failed handshake with a traceback; with no logging set
+# up, Python's last-resort handler would print it on stderr next to our one-line error. A null
+# handler keeps it quiet unless the application configures logging itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -220,11 +226,30 @@ class Connection:
         except socket.gaierror as exc:
             client.close()
             raise HostUnreachableError(f"cannot resolve host {s.host!r}: {exc.strerror}",
-                                       hint="check the host name in the target") from None
+                                       hint="check host in the target (`edgeprune targets list` "
+                                       "shows its file) or the --target URL") from None
         except TimeoutError as exc:
             client.close()
             raise _Transient(f"timed out after {timeout:g} s ({exc or 'no answer'})") from None
-        except (paramiko.SSHException, EOFError, ConnectionError, OSError) as exc:
+        except paramiko.SSHException as exc:
+            # the transport thread's own failure (e.g. no banner) explains a later
+            # "No existing session" in the main thread better than that message does
+            transport = client.get_transport()
+            cause = transport.get_exception() if transport is not None else None
+            client.close()
+            text = str(cause or exc) or type(exc).__name__
+            if "no authentication methods available" in text.lower():
+                raise AuthenticationError(
+                    f"no SSH key to offer {self.label}: no identity file, no key in the SSH "
+                    "agent and no ~/.ssh/id_* key",
+                    hint="pass --identity-file (identity_file in the target) or load a key "
+                    "with ssh-add") from None
+            if "banner" in text.lower() or text == "No existing session":
+                # the handshake never completed: nothing (or no SSH) answered on that port
+                text = (f"no SSH answer within {timeout:g} s ({text}; is the port an SSH "
+                        "server?)")
+            raise _Transient(text) from None
+        except (EOFError, ConnectionError, OSError) as exc:
             client.close()
             raise _Transient(str(exc) or type(exc).__name__) from None
         self.accepted_host_key = policy.accepted
@@ -317,7 +342,7 @@ class Connection:
                 if not transport.is_active():
                     raise _Dropped("connection closed during the command")
                 if time.monotonic() > deadline:
-                    self._kill(pid)
+                    self._kill(pid or _await_pid(chan, err))
                     raise TargetError(
                         f"command on {self.label} did not finish within {timeout_s:g} s",
                         hint="raise command_timeout_s in the target or lower --runs")
@@ -325,7 +350,7 @@ class Connection:
                     time.sleep(0.005)
             status = chan.recv_exit_status() if chan.exit_status_ready() else -1
         except KeyboardInterrupt:
-            self._kill(pid)
+            self._kill(pid or _await_pid(chan, err))
             raise
         finally:
             with contextlib.suppress(Exception):
@@ -479,7 +504,7 @@ class Connection:
         if free is not None and free < size + 1024 * 1024:
             raise DeviceDiskFullError(
                 f"not enough disk space on {self.label} for {local.name}: "
-                f"{size / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free in "
+                f"{size / 1e6:.1f} MB needed (+1 MB headroom), {free / 1e6:.1f} MB free in "
                 f"{posixpath.dirname(remote)}",
                 hint="free space on the device or point work_dir at a larger disk")
         last = [0.0]
@@ -495,6 +520,8 @@ class Connection:
         try:
             self.sftp().put(str(local), remote, callback=callback, confirm=True)
         except OSError as exc:
+            with contextlib.suppress(Exception):
+                self.sftp().remove(remote)  # do not leave a partial file behind
             free = self.free_bytes(posixpath.dirname(remote))
             if free is not None and free < size + 1024 * 1024:
                 raise DeviceDiskFullError(
@@ -517,6 +544,18 @@ class _Transient(Exception):
 
 class _Dropped(_Transient):
     pass
+
+
+def _await_pid(chan: paramiko.Channel, err: bytearray, wait_s: float = 2.0) -> str:
+    """The remote PID when its marker line has not been read yet (an early Ctrl-C/timeout)."""
+    deadline = time.monotonic() + wait_s
+    with contextlib.suppress(Exception):
+        while b"\n" not in err and time.monotonic() < deadline and not chan.closed:
+            if chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            else:
+                time.sleep(0.01)
+    return _parse_pid(err)
 
 
 def _parse_pid(err: bytearray) -> str:

@@ -269,6 +269,34 @@ class SSHServer:
         wrapper.chmod(0o755)
         return str(wrapper)
 
+    def numpy_only_python(self) -> str:
+        """A wrapper running the device python with numpy but no onnxruntime (runtime missing)."""
+        numpy_only = self.root / "numpy-only"
+        numpy_only.mkdir(exist_ok=True)
+        for entry in Path(self.pydir or DEVICE_PYDIR).iterdir():
+            if entry.name.startswith("numpy") and not (numpy_only / entry.name).exists():
+                (numpy_only / entry.name).symlink_to(entry)
+        wrapper = self.root / "python-numpy-only.sh"
+        wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH={numpy_only}\n'
+                           f'exec {DEVICE_PYTHON} "$@"\n')
+        wrapper.chmod(0o755)
+        return str(wrapper)
+
+    def old_python(self, version: str = "3.5.2") -> str:
+        """Test double for a device whose Python is too old (no such interpreter here): the
+        device python with numpy and onnxruntime, made to *report* ``version`` by a
+        sitecustomize that rewrites ``sys.version`` before the runner starts."""
+        site = self.root / f"old-python-{version}"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(
+            "import sys\n"
+            f"sys.version = {version!r} + ' ' + sys.version.split(' ', 1)[1]\n")
+        path = f"{site}:{self.pydir or DEVICE_PYDIR}"
+        wrapper = self.root / f"python-{version}.sh"
+        wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH={path}\nexec {DEVICE_PYTHON} "$@"\n')
+        wrapper.chmod(0o755)
+        return str(wrapper)
+
 
 # --- pytest fixtures -----------------------------------------------------------------------------
 

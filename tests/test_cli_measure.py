@@ -84,6 +84,95 @@ def test_targets_check_over_ssh(sshd: SSHServer, known_hosts: Path,
     assert "onnxruntime" in capsys.readouterr().out
 
 
+def _error_lines(err: str) -> list[str]:
+    """stderr minus progress lines (which start with two spaces)."""
+    return [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("  ")]
+
+
+def _check_args(sshd: SSHServer, known_hosts: Path, python: str) -> list[str]:
+    return ["targets", "check", f"ssh://{sshd.user}@127.0.0.1:{sshd.port}", "--identity-file",
+            str(sshd.client_key), "--known-hosts", str(known_hosts), "--python", python]
+
+
+@pytest.mark.ssh
+def test_targets_check_fails_without_a_runtime(sshd: SSHServer, known_hosts: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    numpy_only = sshd.numpy_only_python()
+    assert main(_check_args(sshd, known_hosts, numpy_only)) == 1
+    captured = capsys.readouterr()
+    errors = _error_lines(captured.err)
+    assert len(errors) == 1 and errors[0].startswith("edgeprune: error: no model runtime")
+    assert f"{numpy_only} -m pip install onnxruntime" in errors[0]
+    # the facts still show what is there and what is not
+    assert "NOT ready" in captured.out and "numpy " in captured.out
+    assert "onnxruntime     missing" in captured.out
+
+    # a TFLite-only profile names the TFLite package instead (Python 3.10+: ai-edge-litert)
+    profile = sshd.root / "tflite-board.toml"
+    profile.write_text('runtimes = ["tflite"]\narch = "any"\n')
+    assert main([*_check_args(sshd, known_hosts, numpy_only), "--profiles-file", str(profile),
+                 "--profile", "tflite-board"]) == 1
+    assert "pip install ai-edge-litert" in _error_lines(capsys.readouterr().err)[0]
+
+    bare = sshd.bare_python()
+    assert main([*_check_args(sshd, known_hosts, bare), "--format", "json"]) == 1
+    data, err = _json(capsys)  # one JSON document: the facts plus the error
+    assert data["ready"] is False and data["runtimes"]["numpy"]["present"] is False
+    assert data["error"]["type"] == "RuntimeMissingError"
+    assert f"{bare} -m pip install numpy onnxruntime" in data["error"]["message"]
+    assert "edgeprune: error:" not in err
+
+
+@pytest.mark.ssh
+def test_targets_check_python_missing_or_too_old(sshd: SSHServer, known_hosts: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_check_args(sshd, known_hosts, "/opt/no/such/python3")) == 1
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "'/opt/no/such/python3' not found" in errors[0]
+    assert "python = ..." in errors[0]
+
+    old = sshd.old_python("3.5.2")  # test double: reports 3.5.2, see tests/_sshd.py
+    assert main(_check_args(sshd, known_hosts, old)) == 1
+    captured = capsys.readouterr()
+    errors = _error_lines(captured.err)
+    assert len(errors) == 1 and "Python 3.5.2" in errors[0] and "too old" in errors[0]
+    assert "3.6" in errors[0] and "--python" in errors[0]
+    assert "python    : 3.5.2" in captured.out
+
+
+@pytest.mark.ssh
+def test_targets_check_ready_device_lists_runtimes(sshd: SSHServer, known_hosts: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*_check_args(sshd, known_hosts, "/usr/bin/python3"), "--format", "json"]) == 0
+    data, _ = _json(capsys)
+    assert data["ready"] is True and "error" not in data
+    runtimes = data["runtimes"]
+    import numpy
+    import onnxruntime
+
+    assert runtimes["onnxruntime"]["version"] == onnxruntime.__version__  # same wheel pinned
+    assert runtimes["numpy"]["version"] == numpy.__version__
+    assert "CPUExecutionProvider" in runtimes["onnxruntime"]["providers"]
+    assert set(runtimes) >= {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"}
+    assert all(r["version"] for r in runtimes.values() if r["present"])
+    dev = data["device"]
+    assert dev["machine"] and dev["cores"] >= 1 and dev["memory_total_mb"] > 0
+
+
+def test_targets_check_local(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["targets", "check", "local", "--format", "json"]) == 0
+    data, _ = _json(capsys)
+    assert data["ready"] is True and data["runtimes"]["onnxruntime"]["present"] is True
+    # this machine's Python without any site-packages (python -S): no numpy, no runtime
+    wrapper = tmp_path / "python-no-site"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    wrapper.chmod(0o755)
+    assert main(["targets", "check", "local", "--python", str(wrapper)]) == 1
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "numpy and a model runtime" in errors[0]
+    assert "pip install numpy onnxruntime" in errors[0]
+
+
 def test_errors_are_one_line_with_exit_codes(tmp_path: Path, capsys) -> None:
     spec = tmp_path / "resnet.pt"
     spec.write_bytes(b"x")

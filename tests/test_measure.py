@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgeprune.errors import (
+    DeviceDiskFullError,
     DeviceOutOfMemoryError,
     MeasurementError,
     RuntimeMissingError,
@@ -21,7 +23,7 @@ from edgeprune.errors import (
 )
 from edgeprune.measure import MeasureResult, MeasureSettings, artifact_files, measure
 from edgeprune.targets import load_target
-from tests._sshd import DEVICE_PYDIR, SSHServer, make_conv_model, make_memory_hog_model
+from tests._sshd import SSHServer, make_conv_model, make_memory_hog_model
 
 # cv_threshold high: tiny models on a shared CI box are always "noisy"; noise has its own test
 FAST = MeasureSettings(runs=5, warmup=1, max_repeats=0, input_shapes=("1x3x16x16",),
@@ -104,31 +106,46 @@ def test_hostile_names_and_external_data_survive(sshd: SSHServer, ssh_target,
     assert not any(p.name == "pwned" for p in sshd.device_path(ssh_target.work_dir).rglob("*"))
 
 
+def _assert_device_clean(sshd: SSHServer, target) -> None:
+    """No per-run temp dir and no lock left in the target's work dir on the device."""
+    work = sshd.device_path(target.work_dir)
+    assert list((work / "runs").iterdir()) == []
+    assert not (work / "lock").exists()
+
+
 @pytest.mark.ssh
 def test_runtime_missing_is_named(sshd: SSHServer, ssh_target, model: Path,
                                   tmp_path: Path) -> None:
     # a device python that has numpy but no onnxruntime
-    numpy_only = sshd.root / "numpy-only"
-    numpy_only.mkdir(exist_ok=True)
-    for entry in Path(DEVICE_PYDIR).iterdir():
-        if entry.name.startswith("numpy") and not (numpy_only / entry.name).exists():
-            (numpy_only / entry.name).symlink_to(entry)
-    wrapper = sshd.root / "python-numpy-only.sh"
-    wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH={numpy_only}\nexec /usr/bin/python3 "$@"\n')
-    wrapper.chmod(0o755)
-    target = dataclasses.replace(ssh_target, python=str(wrapper))
+    target = dataclasses.replace(ssh_target, python=sshd.numpy_only_python())
     with pytest.raises(RuntimeMissingError, match="onnxruntime missing.*pip install onnxruntime"):
         measure(model, target, FAST)
+    _assert_device_clean(sshd, ssh_target)
     bare = dataclasses.replace(ssh_target, python=sshd.bare_python())
     with pytest.raises(RuntimeMissingError, match="numpy"):
         measure(model, bare, FAST)
+    _assert_device_clean(sshd, ssh_target)
 
 
 @pytest.mark.ssh
-def test_python_missing_is_named(ssh_target, model: Path) -> None:
+def test_python_missing_is_named(sshd: SSHServer, ssh_target, model: Path) -> None:
     target = dataclasses.replace(ssh_target, python="/opt/no/such/python3")
     with pytest.raises(RuntimeMissingError, match="not found.*python ="):
         measure(model, target, FAST)
+    _assert_device_clean(sshd, ssh_target)
+
+
+@pytest.mark.ssh
+def test_python_too_old_to_parse_the_runner(sshd: SSHServer, ssh_target, model: Path) -> None:
+    # test double: no pre-3.6 interpreter exists here; this one fails the way it would
+    wrapper = sshd.root / "python-syntax-error.sh"
+    wrapper.write_text('#!/bin/sh\necho \'  File "runner.py", line 1\' >&2\n'
+                       'echo "SyntaxError: invalid syntax" >&2\nexit 1\n')
+    wrapper.chmod(0o755)
+    target = dataclasses.replace(ssh_target, python=str(wrapper))
+    with pytest.raises(RuntimeMissingError, match="too old for the runner.*3.6"):
+        measure(model, target, FAST)
+    _assert_device_clean(sshd, ssh_target)
 
 
 @pytest.mark.ssh
@@ -136,20 +153,95 @@ def test_killed_for_memory_is_out_of_memory(sshd: SSHServer, ssh_target, tmp_pat
     hog = make_memory_hog_model(tmp_path / "hog.onnx", mb=512)
     python, _how = sshd.oom_python(limit_mb=160)
     target = dataclasses.replace(ssh_target, python=python)
-    with pytest.raises(DeviceOutOfMemoryError, match="out of memory"):
+    with pytest.raises(DeviceOutOfMemoryError, match="probably out of memory|out of memory on"):
         measure(hog, target, dataclasses.replace(FAST, input_shapes=()))
-    work = sshd.device_path(ssh_target.work_dir)
-    assert list((work / "runs").iterdir()) == []
+    _assert_device_clean(sshd, ssh_target)
 
 
 @pytest.mark.ssh
-def test_unloadable_artifact(ssh_target, tmp_path: Path) -> None:
+def test_unloadable_artifact(sshd: SSHServer, ssh_target, tmp_path: Path) -> None:
+    # truncated: caught here before anything is uploaded
     bad = tmp_path / "bad.onnx"
     make_conv_model(bad)
     data = bytearray(bad.read_bytes())
-    bad.write_bytes(bytes(data[: len(data) // 2]))  # truncated
-    with pytest.raises(MeasurementError):
+    bad.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(MeasurementError, match="cannot read ONNX model bad.onnx"):
         measure(bad, ssh_target, FAST)
+    # a well-formed file the device's onnxruntime refuses: an operator it does not have
+    unknown = make_unknown_op_model(tmp_path / "unknown op.onnx")
+    with pytest.raises(MeasurementError,
+                       match="runtime on .* cannot load the artifact: .*NoSuchOp"):
+        measure(unknown, ssh_target, FAST)
+    _assert_device_clean(sshd, ssh_target)
+
+
+def test_unloadable_artifact_local(tmp_path: Path) -> None:
+    unknown = make_unknown_op_model(tmp_path / "unknown.onnx")
+    with pytest.raises(MeasurementError, match="local .*cannot load the artifact: .*NoSuchOp"):
+        measure(unknown, load_target("local"), FAST)
+
+
+def make_unknown_op_model(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.ssh
+def test_disk_full_while_uploading_the_artifact(sshd: SSHServer, ssh_target,
+                                                tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root")
+    mount = sshd.device_path(f"{ssh_target.work_dir}-tiny")
+    mount.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        shutil.chown(mount, sshd.user, sshd.user)
+        target = dataclasses.replace(ssh_target, work_dir=f"{ssh_target.work_dir}-tiny/work")
+        big = make_conv_model(tmp_path / "big.onnx", channels=24000)  # 2.6 MB (+1 MB headroom)
+        with pytest.raises(DeviceDiskFullError, match="disk space .* big.onnx.*free space"):
+            measure(big, target, FAST)
+        _assert_device_clean(sshd, target)
+        assert list((mount / "work" / "artifacts").iterdir()) == []
+        # a model that fits still measures on the same small disk
+        small = make_conv_model(tmp_path / "small.onnx")
+        assert measure(small, target, FAST).p50_ms > 0
+        # two models that each fit but not together: the older cached one makes room
+        first = make_conv_model(tmp_path / "first.onnx", channels=13000)  # 1.4 MB each
+        second = make_conv_model(tmp_path / "second.onnx", channels=13001)
+        assert measure(first, target, FAST).p50_ms > 0
+        events: list[dict] = []
+        assert measure(second, target, FAST, progress=events.append).p50_ms > 0
+        assert any("removing" in (e.get("message") or "") for e in events)
+        cached = [p.name for d in (mount / "work" / "artifacts").iterdir() for p in d.iterdir()]
+        assert "second.onnx" in cached and "first.onnx" not in cached
+    finally:
+        subprocess.run(["umount", str(mount)])
+        mount.rmdir()
+
+
+@pytest.mark.ssh
+def test_leftover_run_dirs_are_swept(sshd: SSHServer, ssh_target, model: Path) -> None:
+    """A client killed outright (SIGKILL, power loss) cannot clean up; the next one does."""
+    work = sshd.device_path(ssh_target.work_dir)
+    leftover = work / "runs" / "0123abcd" / "artifact"
+    leftover.mkdir(parents=True)
+    (leftover / "half.onnx").write_bytes(b"x" * 1000)
+    for path in (work, work / "runs", leftover.parent, leftover, leftover / "half.onnx"):
+        shutil.chown(path, sshd.user, sshd.user)
+    events: list[dict] = []
+    assert measure(model, ssh_target, FAST, progress=events.append).p50_ms > 0
+    assert not leftover.parent.exists()
+    assert any("left behind" in (e.get("message") or "") for e in events)
+    _assert_device_clean(sshd, ssh_target)
 
 
 @pytest.mark.ssh

@@ -155,3 +155,85 @@ def _ids(user: str) -> tuple[int, int]:
 
     entry = pwd.getpwnam(user)
     return entry.pw_uid, entry.pw_gid
+
+
+def test_no_key_at_all_is_an_auth_error_not_unreachable(sshd: SSHServer, known_hosts: Path,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a user with no identity file, no agent and an empty ~/.ssh: paramiko has nothing to offer
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    target = sshd.target(known_hosts, identity_file=None, use_agent=True)
+    with pytest.raises(AuthenticationError, match="no SSH key to offer.*--identity-file"):
+        Connection(target.ssh).open()
+
+
+def test_disk_full_during_the_upload_itself(sshd: SSHServer, ssh_target, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write fails with a real ENOSPC from sftp-server; the free-space pre-check (which
+    normally refuses first) is the only part replaced, as if df were missing on the device."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root")
+    mount = sshd.device_path("~/ep-full-disk-2")
+    mount.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        os.chown(mount, *(_ids(sshd.user)))
+        big = tmp_path / "big.onnx"
+        big.write_bytes(os.urandom(3 * 1024 * 1024))
+        real_free = Connection.free_bytes
+        calls: list[str] = []
+
+        def free_bytes(self: Connection, path: str) -> int | None:
+            calls.append(path)
+            return None if len(calls) == 1 else real_free(self, path)
+
+        monkeypatch.setattr(Connection, "free_bytes", free_bytes)
+        with Connection(ssh_target.ssh) as conn:
+            with pytest.raises(DeviceDiskFullError, match="disk full .* while uploading big.onnx"):
+                conn.upload(big, f"{mount}/big.onnx")
+            assert len(calls) == 2  # the pre-check skipped, the diagnosis after the failure real
+            assert not conn.exists(f"{mount}/big.onnx")  # no partial file left behind
+    finally:
+        subprocess.run(["umount", str(mount)])
+        mount.rmdir()
+
+
+def test_ctrl_c_kills_the_remote_process(sshd: SSHServer, ssh_target) -> None:
+    """A KeyboardInterrupt raised in the main thread while a command runs (what Ctrl-C does)
+    kills the remote process before propagating."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    sleep = f"sleep {300 + os.getpid() % 997}"  # a command line no other test runs
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with Connection(ssh_target.ssh) as conn:
+            signal.setitimer(signal.ITIMER_REAL, 1.0)
+            with pytest.raises(KeyboardInterrupt):
+                conn.run(["sh", "-c", f"exec {sleep}"])
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            assert conn.run(["true"]).ok  # the connection is still usable
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert _processes_matching(sleep) == []
+
+
+def _processes_matching(text: str) -> list[int]:
+    """PIDs of live (not zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found

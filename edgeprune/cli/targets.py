@@ -74,12 +74,33 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.targets_command == "show":
         out.result({"target": target.to_dict(), "where": target.where})
         return 0
-    from edgeprune.measure import probe
+    from edgeprune.measure import probe, readiness_problem
 
     doc = probe(target, progress=None if out.json else out.progress)
     doc["target"] = target.name
+    problem = readiness_problem(doc, runtimes=_profile_runtimes(args, target))
+    doc["ready"] = problem is None
+    if problem is not None:
+        doc["error"] = {"type": type(problem).__name__, "message": problem.one_line()}
+    # the facts go to stdout either way (they show what is there); the one-line error to stderr
     out.result(doc, _render_check)
-    return 0
+    if problem is None:
+        return 0
+    if not out.json:
+        out.error(problem.one_line(), kind=type(problem).__name__)
+    return problem.exit_code
+
+
+def _profile_runtimes(args: argparse.Namespace, target: Any) -> tuple[str, ...]:
+    if not target.profile:
+        return ()
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.profiles import load_profile
+
+    try:
+        return tuple(load_profile(target.profile, extra_files=args.profiles_file).runtimes)
+    except EdgepruneError:
+        return ()
 
 
 def _list(args: argparse.Namespace, out: Output) -> int:
@@ -108,7 +129,8 @@ def _render_list(data: dict[str, Any]) -> str:
 
 def _render_check(data: dict[str, Any]) -> str:
     d = data.get("device", {})
-    lines = [f"{data.get('where')}: reachable, runner works",
+    state = "runner works" if data.get("ready", True) else "NOT ready to measure (see below)"
+    lines = [f"{data.get('where')}: reachable, {state}",
              f"  board/cpu : {d.get('board') or ''} {d.get('cpu_model') or ''}".rstrip(),
              f"  machine   : {d.get('machine')} {d.get('system')} {d.get('kernel')}, "
              f"{d.get('cores')} cores, {d.get('memory_total_mb')} MB RAM",
