@@ -72,6 +72,21 @@ def test_schedule_end_to_end(name, trained, bundle, example):
     assert sum(p.numel() for p in trained.parameters()) == result.params_before  # input kept
 
 
+def test_stepwise_schedules_end_at_the_one_shot_widths(trained, bundle, example):
+    """Counted from the original widths: relative ratios rounded at each step would compound
+    (32 channels at 0.6 in 3 steps: 32 → 26 → 20 → 14, where one-shot keeps 13)."""
+    config = PruneConfig(ratio=0.6, iterative_steps=3)
+    recipe = get_recipe("full", max_batches_per_epoch=1, val_max_batches=1)
+    widths = {}
+    for name in ("oneshot", "iterative", "during-training"):
+        result = run_schedule(trained, bundle, name, config, recipe, epochs=3,
+                              example_inputs=example)
+        widths[name] = {k: v["out"] for k, v in engine.layer_widths(result.model).items()}
+    assert widths["oneshot"]["features.0"] == 32 - 19  # floor(0.6 × 32) removed
+    assert widths["iterative"] == widths["oneshot"]
+    assert widths["during-training"] == widths["oneshot"]
+
+
 def test_soft_filter_pruning_zeroes_and_materializes_exactly(trained, bundle, example):
     from edgeprune.materialize import materialize
     from edgeprune.train import finetune
