@@ -197,6 +197,7 @@ _IMPORT_WORDING = Wording(
     not_python=("cannot import {target!r}", "is it a Python file?"),
     file_failed_hint="fix the error in that file",
     no_module=("cannot import module {target!r}: {exc}", "install it or put it on PYTHONPATH"),
+    module_failed_hint="fix the error in that module (EDGEPRUNE_DEBUG=1 shows the traceback)",
 )
 
 

@@ -94,6 +94,9 @@ def test_file_factory_and_module_factory(tmp_path, monkeypatch):
         models.load_model(f"{src}:not_a_model")
     with pytest.raises(ModelSpecError, match="did you mean :make"):
         models.load_model(f"{src}:mkae")
+    (tmp_path / "brokenmod.py").write_text("x = (\n")  # a module that raises SyntaxError
+    with pytest.raises(ModelSpecError, match="importing 'brokenmod' failed: SyntaxError"):
+        models.load_model("brokenmod:make")
 
 
 def test_builtin_weights_load_and_classify_real_digits():
