@@ -141,3 +141,20 @@ def test_usage_errors(tmp_path: Path, factory: str, capsys: pytest.CaptureFixtur
 
     code, err = run_cli(capsys, "info", str(tmp_path / "missing.onnx"))
     assert code == EXIT_ERROR and err["error"]["type"] == "NotFoundError"
+
+
+def test_info_of_a_tflite_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-built (constructed, schema-following) .tflite: params from its constant tensors."""
+    from tests._tflite import make_fc_model
+
+    sample = make_fc_model(tmp_path / "dense.tflite", in_features=64, out_features=10)
+    assert main(["info", str(sample.path), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["kind"] == "tflite"
+    assert data["params"] == sample.weight.size + sample.bias.size == 650
+    assert data["op_types"] == {"FULLY_CONNECTED": 1, "SOFTMAX": 1}
+    assert main(["info", str(sample.path)]) == 0
+    assert "params:       650 (constant tensors)" in capsys.readouterr().out
+    (tmp_path / "broken.tflite").write_bytes(b"not a flatbuffer at all")
+    assert main(["info", str(tmp_path / "broken.tflite")]) == EXIT_ERROR
+    assert "not a TFLite model" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """``edgeprune info``: parameters, MACs, size on disk and layer widths of a model.
 
 MODEL is an ``.onnx`` file (parameters from its initializers, size with external data, inputs
-and outputs; no MACs), a model spec or a pruned model directory. Exit codes: 0 ok; 1 model
+and outputs; no MACs), a ``.tflite`` file (parameters from its constant tensors, read without a
+TFLite runtime), a model spec or a pruned model directory. Exit codes: 0 ok; 1 model
 error; 2 usage.
 """
 
@@ -19,9 +20,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "info",
         help="parameters, MACs, size on disk and layer widths of a model",
-        description="Show static facts about a model: a model spec, a pruned directory or an "
-        ".onnx file. MACs are multiply-accumulates of conv/linear layers for one forward "
-        "pass at the input shape (whole batch).",
+        description="Show static facts about a model: a model spec, a pruned directory, an "
+        ".onnx or a .tflite file. MACs are multiply-accumulates of conv/linear layers for one "
+        "forward pass at the input shape (whole batch).",
         epilog="Exit codes: 0 ok, 1 model error, 2 usage.",
     )
     add_model_args(parser, positional=True)
@@ -39,6 +40,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if Path(args.model).suffix.lower() == ".onnx":
         info = stats.onnx_info(args.model)
         out.result({"kind": "onnx", "model": args.model, **info.to_dict()}, _render_onnx)
+        return 0
+    if Path(args.model).suffix.lower() == ".tflite":
+        tfl = stats.tflite_info(args.model)
+        out.result({"kind": "tflite", "model": args.model, **tfl.to_dict()}, _render_onnx)
         return 0
     model, shape = resolve_model(args.model, args.weights, args.input_shape)
     import torch
@@ -91,9 +96,15 @@ def _kernel(width: dict[str, Any]) -> str:
 
 
 def _render_onnx(data: dict[str, Any]) -> str:
+    if data["kind"] == "tflite":
+        head = [f"model:        {data['path']} (TFLite schema {data['schema_version']}"
+                + (f", {data['description']})" if data["description"] else ")"),
+                f"params:       {data['params']:,} (constant tensors)"]
+    else:
+        head = [f"model:        {data['path']} (opset {data['opset']}, {data['producer']})",
+                f"params:       {data['params']:,} (initializers; BatchNorm is usually folded)"]
     lines = [
-        f"model:        {data['path']} (opset {data['opset']}, {data['producer']})",
-        f"params:       {data['params']:,} (initializers; BatchNorm is usually folded)",
+        *head,
         f"size on disk: {data['size_bytes'] / 1e6:.2f} MB in {len(data['files'])} file(s)",
     ]
     if len(data["files"]) > 1:
