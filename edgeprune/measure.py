@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -319,7 +320,8 @@ def measure(
             return dataclasses.replace(cached, cached=True, artifact=str(path),
                                        wall_s=time.monotonic() - started)
 
-    device = _LocalDevice(target, emit) if target.is_local else _RemoteDevice(target, emit)
+    device = (_LocalDevice(target, emit) if target.is_local
+              else _RemoteDevice(target, emit, attempt_timeout_s=settings.timeout_s))
     attempts: list[dict[str, Any]] = []
     with device.session(files, digest) as run_attempt:
         for attempt in range(1, settings.max_repeats + 2):
@@ -490,8 +492,12 @@ def _result(best: dict[str, Any], attempts: list[dict[str, Any]], path: Path, di
 
 
 def parse_runner_output(stdout: str, stderr: str, status: int, *, where: str,
-                        python: str) -> dict[str, Any]:
-    """The runner's JSON document, or the one-line error that explains why there is none."""
+                        python: str, signal_name: str | None = None) -> dict[str, Any]:
+    """The runner's JSON document, or the one-line error that explains why there is none.
+
+    ``status`` is -1 (SSH) or negative (local) when the runner died from a signal;
+    ``signal_name`` (``KILL``, ``SEGV``, ...) says which when known.
+    """
     doc = None
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARKER):
@@ -510,6 +516,9 @@ def parse_runner_output(stdout: str, stderr: str, status: int, *, where: str,
         if status == 126:
             raise RuntimeMissingError(f"{python!r} on {where} is not executable ({last_err})",
                                       hint="fix `python = ...` in the target")
+        sig = _signal_of(status, signal_name)
+        if sig is not None:
+            _raise_for_signal(sig, stderr, last_err, where)
         if status < 0 or status in (137, 134) or (status != 0 and not stdout.strip()
                                                   and not last_err):
             how = "was killed" if status in (-1, 137) or status < 0 else f"exited with {status}"
@@ -543,6 +552,56 @@ def parse_runner_output(stdout: str, stderr: str, status: int, *, where: str,
         raise UsageError(f"runner rejected the settings: {message}", hint="fix the flag named")
     raise MeasurementError(f"measuring on {where} failed: {message}",
                            hint="run with EDGEPRUNE_DEBUG=1 for details")
+
+
+def _signal_of(status: int, name: str | None) -> str | None:
+    """``KILL``, ``SEGV``, ... from an SSH exit-signal name, a negative local return code, or a
+    shell's 128+N; None when the runner was not killed by a signal we can name."""
+    import signal as _signal
+
+    if name:
+        return name.upper().removeprefix("SIG")
+    number = -status if status < -1 else (status - 128 if status in (132, 134, 135, 136, 139)
+                                         else None)
+    if number is None:
+        return None
+    try:
+        return _signal.Signals(number).name.removeprefix("SIG")
+    except ValueError:
+        return None
+
+
+_MEMORY_WORDS = ("bad_alloc", "MemoryError", "Cannot allocate memory", "out of memory")
+
+
+def _raise_for_signal(sig: str, stderr: str, last_err: str, where: str) -> None:
+    """Raise the error a runner killed by ``SIG<sig>`` means; KILL falls through to the
+    out-of-memory error (what the kernel's OOM killer sends)."""
+    said = f": {last_err}" if last_err else ""
+    if sig == "KILL":
+        raise DeviceOutOfMemoryError(
+            f"the runner on {where} was killed (SIGKILL) — probably out of memory",
+            hint="measure a smaller model or input, free memory on the device, or check "
+            "`dmesg` there for the OOM killer")
+    if sig == "ABRT" and any(w in stderr for w in _MEMORY_WORDS):
+        raise DeviceOutOfMemoryError(
+            f"the runner on {where} aborted out of memory{said}",
+            hint="measure a smaller model or input, or free memory on the device")
+    if sig == "ILL":
+        raise MeasurementError(
+            f"the runner on {where} crashed with an illegal instruction (SIGILL): the runtime "
+            "was built for a different CPU",
+            hint="install a runtime wheel built for the device's CPU (the vendor's or the "
+            "distribution's build, or an older release)")
+    if sig in ("SEGV", "BUS", "FPE", "ABRT"):
+        raise MeasurementError(
+            f"the runner on {where} crashed (SIG{sig}){said}",
+            hint="a runtime bug or a model it mishandles: try another runtime version or "
+            "re-export the model; `--target local` shows whether it runs at all")
+    raise MeasurementError(
+        f"the runner on {where} was stopped by SIG{sig} before it finished",
+        hint="something on the device ended it (a watchdog, another user, a reboot); "
+        "measure again")
 
 
 # --- devices -----------------------------------------------------------------------------------
@@ -582,8 +641,8 @@ class _LocalDevice:
             raise RuntimeMissingError(f"Python interpreter {self.python!r} not found",
                                       hint="fix `python = ...` in the target") from None
         except subprocess.TimeoutExpired:
-            raise TargetError(f"the runner did not finish within {timeout_s:g} s",
-                              hint="lower --runs or raise the timeout") from None
+            raise TargetError(f"the runner did not finish within {timeout_s:g} s (stopped it)",
+                              hint="raise --timeout, or lower --runs / --max-seconds") from None
         self.timings["run"] = self.timings.get("run", 0.0) + time.monotonic() - t0
         return parse_runner_output(proc.stdout, proc.stderr, proc.returncode,
                                    where=self.target.where, python=self.python)
@@ -621,10 +680,13 @@ def _local_lock(target: Target, emit: Progress) -> Iterator[None]:
 class _RemoteDevice:
     """A device over SSH: lock, upload (cached by hash), run in a per-run temp dir, clean up."""
 
-    def __init__(self, target: Target, emit: Progress) -> None:
+    def __init__(self, target: Target, emit: Progress, *,
+                 attempt_timeout_s: float | None = None) -> None:
         from edgeprune.transport import Connection
 
         assert target.ssh is not None
+        # how long one runner call may go without a heartbeat on the lock (others read it)
+        self.attempt_timeout_s = attempt_timeout_s or target.ssh.command_timeout_s
         self.target = target
         self.emit = emit
         self.conn = Connection(target.ssh, progress=emit)
@@ -672,7 +734,8 @@ class _RemoteDevice:
         self.timings["run"] = self.timings.get("run", 0.0) + time.monotonic() - t0
         self._heartbeat()
         return parse_runner_output(result.stdout, result.stderr, result.exit_status,
-                                   where=self.target.where, python=self.python)
+                                   where=self.target.where, python=self.python,
+                                   signal_name=result.signal)
 
     def _ensure_runner(self) -> str:
         remote = f"{self.work}/runner-{_runner_sha()[:12]}.py"
@@ -753,12 +816,16 @@ class _RemoteDevice:
     def _device_lock(self) -> Iterator[None]:
         lock = f"{self.work}/lock"
         assert self.target.ssh is not None
-        stale_after = self.target.ssh.command_timeout_s + 120
         deadline = time.monotonic() + self.target.lock_timeout_s
         told = False
         while not self.conn.mkdir_exclusive(lock):
             age = time.time() - (self.conn.mtime(lock) or time.time())
-            owner = (self.conn.read_text(f"{lock}/owner") or "unknown").strip()
+            text = self.conn.read_text(f"{lock}/owner") or "unknown"
+            owner = text.strip().splitlines()[0] if text.strip() else "unknown"
+            # stale = no heartbeat for longer than the holder said one attempt may take
+            declared = re.search(r"^timeout_s=([0-9.]+)$", text, re.MULTILINE)
+            holder_timeout = float(declared.group(1)) if declared else 0.0
+            stale_after = max(self.target.ssh.command_timeout_s, holder_timeout) + 120
             if age > stale_after:
                 self.emit({"stage": "lock", "message": f"breaking a stale device lock ({owner}, "
                            f"no heartbeat for {age:.0f} s)"})
@@ -779,7 +846,11 @@ class _RemoteDevice:
             import socket
 
             self.conn.write_text(f"{lock}/owner", f"{getpass.getuser()}@{socket.gethostname()} "
-                                 f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+                                 f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n"
+                                 f"timeout_s={self.attempt_timeout_s:g}\n")
+            # the heartbeat is our clock, not the device's: a board without a real-time clock
+            # may be hours behind, which would make a fresh lock look stale to the next client
+            self._heartbeat()
             yield
         finally:
             with contextlib.suppress(Exception):

@@ -50,7 +50,8 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 @dataclass(frozen=True)
 class CommandResult:
     """What a remote command did. ``exit_status`` is -1 when the process died from a signal
-    (OpenSSH then sends no exit status) — over SSH that is usually the OOM killer."""
+    (OpenSSH then sends no exit status); ``signal`` names it (``KILL``, ``SEGV``, ``ILL``, ...)
+    when the server said which — a ``KILL`` with no output is usually the OOM killer."""
 
     command: str
     exit_status: int
@@ -256,6 +257,7 @@ class Connection:
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(15)
+            _record_exit_signals(transport)
         return client
 
     # --- commands ---------------------------------------------------------------------------
@@ -344,8 +346,10 @@ class Connection:
                 if time.monotonic() > deadline:
                     self._kill(pid or _await_pid(chan, err))
                     raise TargetError(
-                        f"command on {self.label} did not finish within {timeout_s:g} s",
-                        hint="raise command_timeout_s in the target or lower --runs")
+                        f"command on {self.label} did not finish within {timeout_s:g} s "
+                        "(stopped it)",
+                        hint="raise --timeout or command_timeout_s in the target, or lower "
+                        "--runs / --max-seconds")
                 if not busy:
                     time.sleep(0.005)
             status = chan.recv_exit_status() if chan.exit_status_ready() else -1
@@ -360,7 +364,8 @@ class Connection:
         if lines and lines[0].startswith(PID_MARKER):
             stderr = "".join(lines[1:])
         return CommandResult(command=command, exit_status=status,
-                             stdout=out.decode("utf-8", "replace"), stderr=stderr)
+                             stdout=out.decode("utf-8", "replace"), stderr=stderr,
+                             signal=getattr(chan, _SIGNAL_ATTR, None) if status == -1 else None)
 
     def _kill(self, pid: str | None) -> None:
         """Best effort: stop a remote process we gave up on (timeout, Ctrl-C)."""
@@ -544,6 +549,41 @@ class _Transient(Exception):
 
 class _Dropped(_Transient):
     pass
+
+
+_SIGNAL_ATTR = "_edgeprune_exit_signal"
+
+
+def _record_exit_signals(transport: paramiko.Transport) -> None:
+    """Keep the signal name of OpenSSH's ``exit-signal`` channel request on the channel.
+
+    paramiko drops that request (``recv_exit_status`` just stays -1), yet it is what tells an
+    OOM kill (``KILL``) from a crash (``SEGV``) or a runtime built for another CPU (``ILL``).
+    This wraps the channel-request handler of this one transport; if paramiko's internals ever
+    change, signals are simply not recorded.
+    """
+    from paramiko.common import MSG_CHANNEL_REQUEST
+
+    table = getattr(transport, "_channel_handler_table", None)
+    if not isinstance(table, dict) or MSG_CHANNEL_REQUEST not in table:
+        return
+    original = table[MSG_CHANNEL_REQUEST]
+
+    def handle(chan: paramiko.Channel, m: paramiko.Message) -> Any:
+        packet = getattr(m, "packet", None)
+        if packet is not None:
+            start = packet.tell()
+            try:
+                if m.get_text() == "exit-signal":
+                    m.get_boolean()  # want-reply
+                    setattr(chan, _SIGNAL_ATTR, m.get_text() or "?")
+            except Exception:
+                pass
+            finally:
+                packet.seek(start)
+        return original(chan, m)
+
+    transport._channel_handler_table = {**table, MSG_CHANNEL_REQUEST: handle}
 
 
 def _await_pid(chan: paramiko.Channel, err: bytearray, wait_s: float = 2.0) -> str:

@@ -139,7 +139,14 @@ def _cannot_load(sshd, target, tmp, mp):
         "cannot load the artifact", "NoSuchOp", "re-export"]
 
 
+def _timeout(sshd, target, tmp, mp):
+    return ["--target", str(_target_file(tmp / "t.toml", target)), "--runs", "10000000",
+            "--timeout", "2", "--max-seconds", "600"], [
+        "did not finish within 2 s", "raise --timeout"]
+
+
 CASES: dict[str, Case] = {
+    "timeout": _timeout,
     "closed-port": _closed_port, "wrong-key": _wrong_key, "no-key": _no_key,
     "encrypted-key": _encrypted_key, "unknown-host-key": _unknown_host_key,
     "changed-host-key": _changed_host_key, "python-missing": _python_missing,

@@ -151,11 +151,54 @@ def test_python_too_old_to_parse_the_runner(sshd: SSHServer, ssh_target, model: 
 @pytest.mark.ssh
 def test_killed_for_memory_is_out_of_memory(sshd: SSHServer, ssh_target, tmp_path: Path) -> None:
     hog = make_memory_hog_model(tmp_path / "hog.onnx", mb=512)
-    python, _how = sshd.oom_python(limit_mb=160)
+    python, how = sshd.oom_python(limit_mb=160)
     target = dataclasses.replace(ssh_target, python=python)
-    with pytest.raises(DeviceOutOfMemoryError, match="probably out of memory|out of memory on"):
+    # the kernel's OOM killer (cgroup limit) sends SIGKILL; under ulimit -v allocations fail
+    expected = "killed \\(SIGKILL\\) — probably out of memory" if how == "cgroup" else (
+        "probably out of memory|out of memory on")
+    with pytest.raises(DeviceOutOfMemoryError, match=expected):
         measure(hog, target, dataclasses.replace(FAST, input_shapes=()))
     _assert_device_clean(sshd, ssh_target)
+
+
+def _self_killing_python(folder: Path, signal_name: str) -> str:
+    """Test double for a runtime that dies from ``signal_name`` (a wheel built for another
+    CPU raises SIGILL, a runtime bug SIGSEGV): the interpreter kills itself with it. The real
+    SSH path that reports the signal is tested in test_transport.py."""
+    wrapper = folder / f"python-sig{signal_name.lower()}.sh"
+    wrapper.write_text(f"#!/bin/sh\nkill -{signal_name} $$\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+SIGNAL_ERRORS = {
+    "KILL": (DeviceOutOfMemoryError, "killed \\(SIGKILL\\) — probably out of memory"),
+    "ILL": (MeasurementError, "illegal instruction \\(SIGILL\\).*built for the device's CPU"),
+    "SEGV": (MeasurementError, "crashed \\(SIGSEGV\\).*another runtime version"),
+    "TERM": (MeasurementError, "stopped by SIGTERM.*measure again"),
+}
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize("signal_name", list(SIGNAL_ERRORS))
+def test_runner_killed_by_a_signal_over_ssh(signal_name: str, sshd: SSHServer, ssh_target,
+                                            model: Path) -> None:
+    error, message = SIGNAL_ERRORS[signal_name]
+    target = dataclasses.replace(ssh_target,
+                                 python=_self_killing_python(sshd.root, signal_name))
+    with pytest.raises(error, match=message):
+        measure(model, target, FAST)
+    _assert_device_clean(sshd, ssh_target)
+
+
+@pytest.mark.parametrize("signal_name", ["KILL", "ILL"])
+def test_runner_killed_by_a_signal_locally(signal_name: str, model: Path,
+                                           tmp_path: Path) -> None:
+    error, message = SIGNAL_ERRORS[signal_name]
+    target = dataclasses.replace(load_target("local"),
+                                 python=_self_killing_python(tmp_path, signal_name))
+    with pytest.raises(error, match=message):
+        measure(model, target, FAST)
 
 
 @pytest.mark.ssh
@@ -256,6 +299,13 @@ def test_busy_device_lock_and_stale_lock(sshd: SSHServer, ssh_target, model: Pat
     with pytest.raises(TargetError, match="busy: locked by someone@elsewhere"):
         measure(model, busy, FAST)
     old = time.time() - 3600
+    os.utime(lock, (old, old))
+    # no heartbeat for an hour, but its holder said one attempt may take two: still busy
+    (lock / "owner").write_text("someone@elsewhere pid 1\ntimeout_s=7200\n")
+    os.utime(lock, (old, old))
+    with pytest.raises(TargetError, match="busy: locked by someone@elsewhere pid 1 —"):
+        measure(model, busy, FAST)
+    (lock / "owner").write_text("someone@elsewhere pid 1\n")
     os.utime(lock, (old, old))  # no heartbeat for an hour: a crashed client's lock
     events: list[dict] = []
     r = measure(model, busy, FAST, progress=events.append)

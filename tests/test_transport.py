@@ -108,10 +108,14 @@ def test_reconnects_after_a_dropped_link(ssh_target) -> None:
         assert result.ok and result.stdout.strip() == "back"
 
 
-def test_killed_process_reports_minus_one(ssh_target) -> None:
+def test_killed_process_reports_minus_one_and_the_signal(ssh_target) -> None:
     with Connection(ssh_target.ssh) as conn:
         result = conn.run(["sh", "-c", "kill -9 $$"])
-        assert result.exit_status == -1 and result.stdout == ""
+        assert result.exit_status == -1 and result.stdout == "" and result.signal == "KILL"
+        crashed = conn.run(["sh", "-c", "kill -SEGV $$"])
+        assert crashed.exit_status == -1 and crashed.signal == "SEGV"
+        normal = conn.run(["sh", "-c", "exit 3"])
+        assert normal.exit_status == 3 and normal.signal is None
 
 
 def test_upload_hostile_names_and_remove(ssh_target, tmp_path: Path) -> None:
@@ -237,3 +241,14 @@ def _processes_matching(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def test_command_timeout_stops_the_remote_process(ssh_target) -> None:
+    from edgeprune.errors import TargetError
+
+    sleep = f"sleep {600 + os.getpid() % 997}"
+    with Connection(ssh_target.ssh) as conn:
+        with pytest.raises(TargetError, match="did not finish within 1 s.*--timeout"):
+            conn.run(["sh", "-c", f"exec {sleep}"], timeout_s=1)
+        assert conn.run(["true"]).ok
+    assert _processes_matching(sleep) == []
