@@ -171,11 +171,7 @@ class Connection:
         known_hosts = Path(s.known_hosts).expanduser()
         client = paramiko.SSHClient()
         if known_hosts.is_file():
-            try:
-                client.load_host_keys(str(known_hosts))
-            except (OSError, paramiko.SSHException) as exc:
-                raise HostKeyError(f"cannot read known-hosts file {known_hosts}: {exc}",
-                                   hint="fix or remove the broken line") from None
+            self._load_known_hosts(client, known_hosts)
         policy = _HostKeyPolicy(s, known_hosts)
         client.set_missing_host_key_policy(policy)
         key_file = None
@@ -260,6 +256,34 @@ class Connection:
             _record_exit_signals(transport)
         return client
 
+    def _load_known_hosts(self, client: paramiko.SSHClient, path: Path) -> None:
+        """Load ``path`` like OpenSSH does: a line that cannot be parsed (bad base64, a key
+        type paramiko does not know, ``@cert-authority``) is skipped, not fatal."""
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise HostKeyError(f"cannot read known-hosts file {path}: {exc.strerror}",
+                               hint="fix its permissions or pass another --known-hosts") from None
+        keys = client.get_host_keys()
+        skipped = []
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
+            except Exception:  # InvalidHostKey is not an SSHException
+                entry = None
+            if entry is None or entry.key is None:
+                if not line.startswith("@"):
+                    skipped.append(lineno)
+                continue
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+        if skipped:
+            self._emit("hostkey", f"ignored {len(skipped)} unreadable line(s) in {path} "
+                       f"(line {', '.join(map(str, skipped[:5]))})")
+
     # --- commands ---------------------------------------------------------------------------
 
     def run(
@@ -278,11 +302,18 @@ class Connection:
         """
         command = self._wrap(argv, cwd, env)
         attempts = (self.settings.retries + 1) if retry else 1
+        orphan: str | None = None
         for attempt in range(1, attempts + 1):
             self.open()
+            if orphan:
+                # without a terminal the process outlives the dropped link: stop it before the
+                # re-run, or the two would share the device (and skew a measurement)
+                self._kill(orphan)
+                orphan = None
             try:
                 return self._exec(command, timeout_s or self.settings.command_timeout_s)
             except _Dropped as exc:
+                orphan = exc.pid
                 self.close()
                 if attempt == attempts:
                     raise TargetError(f"lost the connection to {self.label}: {exc.reason}",
@@ -337,12 +368,19 @@ class Connection:
                 if pid is None and b"\n" in err:
                     pid = _parse_pid(err)
                 drained = not chan.recv_ready() and not chan.recv_stderr_ready()
-                if chan.exit_status_ready() and drained:
+                # a dead link closes every channel too (before the transport says it is dead),
+                # and must not pass for a process that died without an exit status: a channel
+                # the server closed has had its EOF first. (paramiko's exit_status_ready() is
+                # true for any closed channel; exit_status stays -1 until the server sends one.)
+                has_status = chan.exit_status != -1
+                ended = has_status or getattr(chan, _SIGNAL_ATTR, None)
+                if not ended and (not transport.is_active()
+                                  or (chan.closed and not chan.eof_received)):
+                    raise _Dropped("connection closed during the command", pid)
+                if has_status and drained:
                     break
                 if chan.closed and not busy:
                     break
-                if not transport.is_active():
-                    raise _Dropped("connection closed during the command")
                 if time.monotonic() > deadline:
                     self._kill(pid or _await_pid(chan, err))
                     raise TargetError(
@@ -352,7 +390,7 @@ class Connection:
                         "--runs / --max-seconds")
                 if not busy:
                     time.sleep(0.005)
-            status = chan.recv_exit_status() if chan.exit_status_ready() else -1
+            status = chan.exit_status
         except KeyboardInterrupt:
             self._kill(pid or _await_pid(chan, err))
             raise
@@ -520,7 +558,7 @@ class Connection:
                 last[0] = now
                 progress({"stage": "upload", "done_bytes": done, "total_bytes": total,
                           "message": f"uploading {local.name}: "
-                          f"{done / 1e6:.1f}/{total / 1e6:.1f} MB"})
+                          f"{_size(done)} of {_size(total)}"})
 
         try:
             self.sftp().put(str(local), remote, callback=callback, confirm=True)
@@ -548,7 +586,9 @@ class _Transient(Exception):
 
 
 class _Dropped(_Transient):
-    pass
+    def __init__(self, reason: str, pid: str | None = None) -> None:
+        super().__init__(reason)
+        self.pid = pid  # the remote process left running, if it had started
 
 
 _SIGNAL_ATTR = "_edgeprune_exit_signal"
@@ -596,6 +636,10 @@ def _await_pid(chan: paramiko.Channel, err: bytearray, wait_s: float = 2.0) -> s
             else:
                 time.sleep(0.01)
     return _parse_pid(err)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def _parse_pid(err: bytearray) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,35 @@ def test_reconnects_after_a_dropped_link(ssh_target) -> None:
         conn._client.get_transport().sock.close()  # the link drops under us
         result = conn.run(["echo", "back"])
         assert result.ok and result.stdout.strip() == "back"
+
+
+def test_dropped_link_mid_command_stops_the_orphan_then_reruns(ssh_target) -> None:
+    """Without a terminal, a remote process outlives a dropped link; the re-run must not
+    share the device with it."""
+    import threading
+
+    sleep = f"sleep {900 + os.getpid() % 997}"
+    events: list[dict] = []
+    with Connection(ssh_target.ssh, progress=events.append) as conn:
+        flag = conn.resolve(ssh_target.work_dir) + "/first-run"
+        conn.makedirs(posixpath.dirname(flag))
+        script = f"if [ -e {flag} ]; then echo second; else touch {flag}; exec {sleep}; fi"
+        started = threading.Event()
+
+        def drop_when_started() -> None:
+            deadline = time.monotonic() + 60
+            while not _processes_matching(sleep) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            started.set()
+            conn._client.get_transport().sock.close()  # the link drops mid-command
+
+        dropper = threading.Thread(target=drop_when_started)
+        dropper.start()
+        result = conn.run(["sh", "-c", script])
+        dropper.join()
+        assert started.is_set() and result.ok and result.stdout.strip() == "second"
+    assert any(e["stage"] == "reconnect" for e in events)
+    assert _processes_matching(sleep) == []
 
 
 def test_killed_process_reports_minus_one_and_the_signal(ssh_target) -> None:
@@ -252,3 +283,29 @@ def test_command_timeout_stops_the_remote_process(ssh_target) -> None:
             conn.run(["sh", "-c", f"exec {sleep}"], timeout_s=1)
         assert conn.run(["true"]).ok
     assert _processes_matching(sleep) == []
+
+
+def test_known_hosts_read_like_openssh(sshd: SSHServer, tmp_path: Path) -> None:
+    """Hashed names (Debian's HashKnownHosts default), @cert-authority and unreadable lines:
+    the bad lines are skipped with a note, not fatal; a changed key is still caught."""
+    kh = tmp_path / "known_hosts"
+    kh.write_text("# comment\n"
+                  "@cert-authority *.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGh0Z0Yd0e6"
+                  "wDtgC2+1L7Z2+Z5Kp9nS8HsJw2tQJ6sQb\n"
+                  "broken.example.com ssh-ed25519 AAAA!!not-base64\n"
+                  + sshd.host_key_line())
+    subprocess.run(["ssh-keygen", "-H", "-f", str(kh)], check=True, capture_output=True)
+    assert "127.0.0.1" not in kh.read_text()  # hashed
+    events: list[dict] = []
+    target = sshd.target(kh)
+    with Connection(target.ssh, progress=events.append) as conn:
+        assert conn.run(["true"]).ok
+    assert any("ignored 1 unreadable line" in e["message"] for e in events)
+
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, b64 = other.with_suffix(".pub").read_text().split()[:2]
+    kh.write_text(f"[127.0.0.1]:{sshd.port} {kind} {b64}\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(kh)], check=True, capture_output=True)
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        Connection(target.ssh).open()
