@@ -375,3 +375,6 @@ class NetAdaptStrategy:
 
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
         return best_meeting(ctx, list(state["accepted"]))
+
+
+from edgeprune import search_knapsack as _knapsack  # noqa: E402, F401  (registers "knapsack")

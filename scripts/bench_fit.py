@@ -140,7 +140,7 @@ def _x(value: float | None, unit: str = "×") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--strategies", default="uniform,netadapt")
+    p.add_argument("--strategies", default="uniform,knapsack,netadapt")
     p.add_argument("--speedup", type=float, default=2.0)
     p.add_argument("--max-accuracy-drop", type=float, default=1.0)
     p.add_argument("--round-to", type=int, default=16)

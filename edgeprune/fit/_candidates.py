@@ -165,6 +165,17 @@ class Candidates:
             self.state["mac_slopes"] = slopes
         return dict(self.state["mac_slopes"])
 
+    def layer_costs(self) -> list[dict[str, Any]]:
+        """Per conv/linear layer of the unpruned model: MACs, input/output activation and weight
+        elements per input, and the fraction of its input and output channels each group cuts.
+
+        What a latency model needs to predict MACs and memory traffic of *any* widths without
+        pruning (see :mod:`edgeprune.search_knapsack`); one forward pass, cached in the state.
+        """
+        if "layer_costs" not in self.state:
+            self.state["layer_costs"] = layer_costs(self.base_model, self.example, self.groups)
+        return [dict(layer) for layer in self.state["layer_costs"]]
+
     def can_measure(self, invocations: int = 2) -> bool:
         """Whether the search may spend ``invocations`` more, keeping the final checks' share."""
         return self.bench.left - invocations >= self.reserve
@@ -400,6 +411,58 @@ def _layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
                 found[name] = per_input * module.in_channels / module.groups * kh * kw
             else:
                 found[name] = per_input * module.in_features
+
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            hooks.append(module.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return found
+
+
+def layer_costs(model: nn.Module, example: torch.Tensor,
+                groups: Mapping[str, int]) -> list[dict[str, Any]]:
+    """See :meth:`Candidates.layer_costs`; ``groups`` are the roots the search prunes."""
+    graph = engine.build_graph(model, example)
+    sizes = _layer_sizes(model, example)
+    cuts: dict[str, dict[str, dict[str, float]]] = {name: {"in": {}, "out": {}} for name in sizes}
+    for group in engine.channel_groups(graph):
+        if group.root not in groups:
+            continue
+        for member in group.members:
+            size = _dim_size(member.module, member.dim)
+            if member.name in cuts and size and not member.param:
+                cut = cuts[member.name][member.dim]
+                cut[group.root] = max(cut.get(group.root, 0.0), len(member.idxs) / size)
+    return [{"name": name, **sizes[name], "cut_in": cuts[name]["in"],
+             "cut_out": cuts[name]["out"]} for name in sizes]
+
+
+def _layer_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, dict[str, Any]]:
+    """Per conv/linear layer, per input: MACs, input/output activation elements, weights."""
+    found: dict[str, dict[str, Any]] = {}
+    hooks = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            batch = output.shape[0]
+            out_elems = output.numel() / batch
+            depthwise = False
+            if isinstance(module, nn.Conv2d):
+                kh, kw = module.kernel_size
+                macs = out_elems * module.in_channels / module.groups * kh * kw
+                depthwise = module.groups > 1 and module.groups == module.in_channels
+            else:
+                macs = out_elems * module.in_features
+            found[name] = {"macs": macs, "in_elems": inputs[0].numel() / batch,
+                           "out_elems": out_elems, "weights": module.weight.numel(),
+                           "depthwise": depthwise}
 
         return record
 

@@ -1,0 +1,267 @@
+"""The ``knapsack`` fit strategy: allocate widths against a measured roofline latency model.
+
+MACs are a poor guide to latency where layers are memory-bound (MobileNetV2's depthwise and
+narrow high-resolution 1×1 layers on a CPU): cutting them saves far less time than their MACs
+promise, while other layers speed up in step with theirs. This strategy models the device as
+
+    latency ≈ a · MACs(widths) + b · elements moved(widths) + c
+
+with MACs and elements (activations read and written plus weights, per conv/linear layer)
+computed *exactly* for any widths from one forward pass of the unpruned model
+(:meth:`Cost.features`), and ``a, b, c`` fitted (non-negative weighted least squares) to the
+device's own measurements: the unpruned model and the smallest allowed model to start, then
+every candidate. The fit tells how compute- or memory-bound this model is on this device.
+
+Each step allocates widths greedily, HALP-style (a knapsack over channel groups): repeatedly
+take the chunk of channels, from any group, that gives up the fewest MACs per millisecond the
+model says it saves, until the predicted latency reaches the target; then prune to those widths,
+fine-tune briefly and measure on the device (one comparison per step). The measurement refits
+the model; the next step aims at the budget again (tighter when the last candidate missed it,
+looser when it met it with room to spare), so a few steps converge on the least pruning that
+meets the budget clear of the measurement noise (``noise_margin`` below it, so the final
+re-measure holds). Keeping the most MACs at the latency is the point: MACs are the capacity the
+fine-tune has left to recover accuracy with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgeprune.errors import UsageError
+from edgeprune.search import (
+    SearchContext,
+    Widths,
+    best_meeting,
+    measurement_weight,
+    register_strategy,
+)
+
+__all__ = ["Cost", "KnapsackStrategy", "RooflineModel", "allocate"]
+
+
+class Cost:
+    """MACs and elements moved of a model at any widths, from its unpruned layer table."""
+
+    def __init__(self, groups: Mapping[str, int], layers: Sequence[Mapping[str, Any]],
+                 batch: int = 1) -> None:
+        self.groups = dict(groups)
+        self.layers = [dict(layer) for layer in layers]
+        self.batch = max(int(batch), 1)  # weights are read once a run, activations per input
+        self.full = self.features(self.groups)
+
+    def features(self, widths: Mapping[str, int]) -> tuple[float, float]:
+        """(MACs, elements read and written) per input at ``widths``."""
+        removed = {g: 1 - widths[g] / n for g, n in self.groups.items()}
+        macs = moved = 0.0
+        for layer in self.layers:
+            k_in = max(0.0, 1 - sum(f * removed.get(g, 0.0) for g, f in layer["cut_in"].items()))
+            k_out = max(0.0, 1 - sum(f * removed.get(g, 0.0)
+                                     for g, f in layer["cut_out"].items()))
+            if layer["depthwise"]:  # one filter per channel: in and out channels go together
+                k = min(k_in, k_out) if layer["cut_in"] and layer["cut_out"] else k_in * k_out
+                macs += layer["macs"] * k
+                moved += (layer["in_elems"] + layer["out_elems"]
+                          + layer["weights"] / self.batch) * k
+            else:
+                macs += layer["macs"] * k_in * k_out
+                moved += (layer["in_elems"] * k_in + layer["out_elems"] * k_out
+                          + layer["weights"] / self.batch * k_in * k_out)
+        return macs, moved
+
+    def relative(self, widths: Mapping[str, int]) -> tuple[float, float]:
+        """(MACs, elements) as fractions of the unpruned model's."""
+        macs, moved = self.features(widths)
+        return macs / (self.full[0] or 1.0), moved / (self.full[1] or 1.0)
+
+
+class RooflineModel:
+    """latency = a·m + b·e + c, m and e the MACs and elements relative to the unpruned model.
+
+    Fitted by weighted least squares over every subset of the three terms, keeping the best fit
+    whose coefficients are all non-negative; the intercept joins only from four points on (with
+    two or three, a constant would fit any pair of points exactly and explain nothing).
+    """
+
+    def __init__(self, cost: Cost, points: Sequence[tuple[Mapping[str, int], float, float]] = ()
+                 ) -> None:
+        self.cost = cost
+        self.points = [(dict(w), float(y), float(wt)) for w, y, wt in points]
+        self.coef = (1.0, 0.0, 0.0)
+        self._fit()
+
+    def add(self, widths: Mapping[str, int], latency_ms: float, weight: float = 1.0) -> None:
+        self.points.append((dict(widths), float(latency_ms), float(weight)))
+        self._fit()
+
+    def _fit(self) -> None:
+        import itertools
+
+        import numpy as np
+
+        if not self.points:
+            return
+        rows = [(*self.cost.relative(w), 1.0) for w, _, _ in self.points]
+        x = np.array(rows, dtype=float)
+        y = np.array([lat for _, lat, _ in self.points], dtype=float)
+        sw = np.sqrt(np.array([wt for _, _, wt in self.points], dtype=float))
+        terms = (0, 1, 2) if len(self.points) >= 4 else (0, 1)
+        best: tuple[float, tuple[float, float, float]] | None = None
+        for size in range(1, len(terms) + 1):
+            for subset in itertools.combinations(terms, size):
+                cols = list(subset)
+                sol, *_ = np.linalg.lstsq(x[:, cols] * sw[:, None], y * sw, rcond=None)
+                if (sol < 0).any():
+                    continue
+                coef = [0.0, 0.0, 0.0]
+                for col, value in zip(cols, sol, strict=True):
+                    coef[col] = float(value)
+                residual = float((((x @ np.array(coef)) - y) * sw) ** 2 @ np.ones(len(y)))
+                # prefer fewer terms unless more explain clearly more (1 % of the variance)
+                score = residual * (1 + 0.01 * size)
+                if best is None or score < best[0] - 1e-12:
+                    best = (score, (coef[0], coef[1], coef[2]))
+        if best is not None:
+            self.coef = best[1]
+
+    def predict(self, widths: Mapping[str, int]) -> float:
+        m, e = self.cost.relative(widths)
+        a, b, c = self.coef
+        return a * m + b * e + c
+
+    def to_dict(self) -> dict[str, Any]:
+        a, b, c = self.coef
+        return {"coef": {"macs": a, "elements": b, "constant": c},
+                "points": [[w, y, wt] for w, y, wt in self.points]}
+
+    @classmethod
+    def from_dict(cls, cost: Cost, data: Mapping[str, Any]) -> RooflineModel:
+        return cls(cost, [(p[0], float(p[1]), float(p[2])) for p in data["points"]])
+
+
+def allocate(ctx: SearchContext, model: RooflineModel, target_ms: float,
+             chunks: int = 16) -> tuple[Widths, float]:
+    """Greedy knapsack: remove the chunk of channels that loses the fewest MACs per predicted
+    millisecond saved, from any group, until the prediction reaches ``target_ms`` (or nothing is
+    left to remove). Chunks are about 1/``chunks`` of a group, whole multiples of
+    :data:`ALIGN` (or of ``round_to`` if larger) channels."""
+    widths: Widths = dict(ctx.groups)
+    predicted = model.predict(widths)
+    round_to = max(int(ctx.settings.round_to), 1)
+    while predicted > target_ms:
+        macs_now = model.cost.features(widths)[0]
+        best: tuple[float, Widths, float] | None = None
+        for root, original in ctx.groups.items():
+            kept = _next_width(ctx, root, widths[root], original, round_to, chunks)
+            if kept is None:
+                continue
+            trial = {**widths, root: kept}
+            saved = predicted - model.predict(trial)
+            if saved <= 1e-9:
+                continue
+            lost = macs_now - model.cost.features(trial)[0]
+            price = max(lost, 0.0) / saved
+            if best is None or price < best[0]:
+                best = (price, trial, predicted - saved)
+        if best is None:
+            break
+        _, widths, predicted = best
+    return widths, predicted
+
+
+# widths the strategy proposes are multiples of this many channels (where the group is at least
+# four times as wide): CPU kernels work on 8-float vectors (AVX2; NEON on 4 or 8) and blocks of
+# them, and a width just off a multiple can run slower than the unpruned model (docs/fit.md)
+ALIGN = 8
+
+
+def _next_width(ctx: SearchContext, root: str, width: int, original: int, round_to: int,
+                chunks: int) -> int | None:
+    """The next narrower width of a group a step of the allocation may take, or None."""
+    align = max(round_to, ALIGN if original >= 4 * ALIGN else 1)
+    step = max(align, (original // chunks) // align * align)
+    low = ctx.min_width(root)
+    kept = (width - step) // align * align if align > 1 else width - step
+    kept = ctx.round_width(root, kept) if kept > 0 else 0
+    if kept >= width or kept < low:
+        return None
+    return kept
+
+
+def _cost(ctx: SearchContext) -> Cost:
+    batch = int(getattr(ctx, "measure_batch", 1) or 1)
+    return Cost(ctx.groups, ctx.layer_costs(), batch)  # type: ignore[attr-defined]
+
+
+def _margin(ctx: SearchContext) -> float:
+    return float(getattr(ctx.settings, "noise_margin", 0.0) or 0.0)
+
+
+@register_strategy("knapsack")
+class KnapsackStrategy:
+    """Widths allocated against a roofline latency model fitted on the device; see the module."""
+
+    name = "knapsack"
+
+    def start(self, ctx: SearchContext) -> dict[str, Any]:
+        if ctx.latency_budget_ms is None:
+            raise UsageError("the knapsack strategy needs a latency budget",
+                             hint="pass --latency-ms or --speedup, or use --strategy uniform")
+        if not hasattr(ctx, "layer_costs"):
+            raise UsageError("this fit context has no layer table for the knapsack strategy",
+                             hint="use --strategy uniform")
+        cost = _cost(ctx)
+        model = RooflineModel(cost)
+        for cid in (ctx.baseline_id, ctx.floor_id):
+            record = ctx.candidate(cid)
+            latency = ctx.latency(record)
+            if latency is not None and record.get("feasible", True):
+                model.add(record["widths"], latency, measurement_weight(record))
+        if not model.points:
+            raise UsageError("the unpruned model could not be measured, so the knapsack "
+                             "strategy has no anchor", hint="use --strategy uniform")
+        budget = float(ctx.latency_budget_ms)
+        return {"model": model.to_dict(), "aim_ms": budget * (1 - _margin(ctx)),
+                "tried": [ctx.floor_id] if ctx.meets(ctx.candidate(ctx.floor_id)) else []}
+
+    def step(self, ctx: SearchContext, state: dict[str, Any],
+             step: int) -> tuple[dict[str, Any], bool]:
+        state = dict(state)
+        cost = _cost(ctx)
+        model = RooflineModel.from_dict(cost, state["model"])
+        budget = float(ctx.latency_budget_ms or 0.0)
+        aim = float(state["aim_ms"])
+        tried = {tuple(sorted(ctx.candidate(c)["widths"].items())): c for c in state["tried"]}
+        for _ in range(8):  # the model may settle on a measured candidate: nudge the aim
+            widths, predicted = allocate(ctx, model, aim)
+            again = tried.get(tuple(sorted(widths.items())))
+            if again is None:
+                break
+            aim *= 1.04 if ctx.meets(ctx.candidate(again)) else 0.96
+            if aim > budget:
+                return state, True  # the least pruning that meets the budget is measured
+        else:
+            return state, True
+        if widths == dict(ctx.groups):
+            return state, True
+        m, _ = cost.relative(widths)
+        record = ctx.evaluate(widths, parent=ctx.baseline_id, kind="knapsack", step=step,
+                              note=f"knapsack to {aim:.3g} ms (predicted {predicted:.3g} ms, "
+                              f"{100 * m:.0f}% of the MACs)", predicted_latency_ms=predicted)
+        record = ctx.measure(record["id"])
+        state["tried"] = [*state["tried"], record["id"]]
+        latency = ctx.latency(record)
+        if not record.get("feasible", True) or latency is None:
+            state["aim_ms"] = aim * 0.9  # the device could not run it: aim at a smaller model
+            return state, False
+        model.add(widths, float(latency), measurement_weight(record))
+        state["model"] = model.to_dict()
+        # done when met clear of the noise (the final re-measure will hold) yet near it (little
+        # capacity left on the table); otherwise the refitted model aims there again
+        margin = _margin(ctx)
+        state["aim_ms"] = budget * (1 - margin)
+        near = budget * (1 - 1.6 * margin) <= latency <= budget * (1 - margin / 2)
+        return state, bool(ctx.meets(record) and near)
+
+    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
+        return best_meeting(ctx, list(state["tried"]))
