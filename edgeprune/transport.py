@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -22,13 +23,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import paramiko
 
 from edgeprune.errors import (
     AuthenticationError,
     DeviceDiskFullError,
+    EdgepruneError,
     HostKeyError,
     HostUnreachableError,
     NotFoundError,
@@ -39,6 +41,7 @@ from edgeprune.targets import SSHSettings
 __all__ = ["CommandResult", "Connection", "fingerprint", "quote_command"]
 
 Progress = Callable[[dict[str, Any]], None]
+F = TypeVar("F", bound=Callable[..., Any])
 PID_MARKER = "EDGEPRUNE-PID "
 
 # paramiko's transport thread logs every failed handshake with a traceback; with no logging set
@@ -102,6 +105,40 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
             fh.write(line)
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.accepted = fp
+
+
+def _link_guard(*, retry: bool) -> Callable[[F], F]:
+    """Turn a link dropped during an SFTP call into a reconnect (and, for calls that are safe to
+    repeat, another try) or a one-line :class:`TargetError` — never a paramiko traceback."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(self: Connection, *args: Any, **kwargs: Any) -> Any:
+            attempts = self.settings.retries + 1 if retry else 1
+            for attempt in range(1, attempts + 1):
+                try:
+                    return fn(self, *args, **kwargs)
+                except EdgepruneError:
+                    raise
+                except (EOFError, paramiko.SSHException, OSError) as exc:
+                    sftp = self._sftp
+                    dropped = (not isinstance(exc, OSError) or str(exc) == "Socket is closed"
+                               or not self._alive() or sftp is None or sftp.sock.closed)
+                    if not dropped:
+                        raise
+                    self.close()
+                    if attempt == attempts:
+                        raise TargetError(f"lost the connection to {self.label}: "
+                                          f"{exc or type(exc).__name__}",
+                                          hint="check the device and network, then retry",
+                                          ) from None
+                    self._emit("reconnect", f"link to {self.label} dropped; reconnecting "
+                               f"({attempt}/{attempts - 1})")
+            raise AssertionError("unreachable")
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class Connection:
@@ -433,6 +470,7 @@ class Connection:
                                   ) from None
         return self._sftp
 
+    @_link_guard(retry=True)
     def home(self) -> str:
         if self._home is None:
             self._home = self.sftp().normalize(".")
@@ -448,6 +486,7 @@ class Connection:
             return posixpath.join(self.home(), path)
         return path
 
+    @_link_guard(retry=True)
     def makedirs(self, path: str) -> None:
         sftp = self.sftp()
         parts = [p for p in path.split("/") if p]
@@ -465,6 +504,7 @@ class Connection:
                                           hint="check work_dir in the target is writable by "
                                           f"{self.settings.login}") from None
 
+    @_link_guard(retry=False)
     def mkdir_exclusive(self, path: str) -> bool:
         """Atomic create; False if it exists already (the device lock uses this)."""
         sftp = self.sftp()
@@ -479,6 +519,7 @@ class Connection:
                                   hint="check work_dir in the target is writable") from None
             return False
 
+    @_link_guard(retry=True)
     def exists(self, path: str) -> bool:
         try:
             self.sftp().stat(path)
@@ -486,21 +527,25 @@ class Connection:
         except FileNotFoundError:
             return False
 
+    @_link_guard(retry=True)
     def mtime(self, path: str) -> float | None:
         try:
             return float(self.sftp().stat(path).st_mtime or 0)
         except FileNotFoundError:
             return None
 
+    @_link_guard(retry=True)
     def touch(self, path: str) -> None:
         now = time.time()
         with contextlib.suppress(OSError):
             self.sftp().utime(path, (now, now))
 
+    @_link_guard(retry=True)
     def write_text(self, path: str, text: str) -> None:
         with self.sftp().open(path, "w") as fh:
             fh.write(text.encode("utf-8"))
 
+    @_link_guard(retry=True)
     def read_text(self, path: str) -> str | None:
         try:
             with self.sftp().open(path, "r") as fh:
@@ -508,6 +553,7 @@ class Connection:
         except FileNotFoundError:
             return None
 
+    @_link_guard(retry=True)
     def listdir(self, path: str) -> list[tuple[str, float, bool]]:
         """(name, mtime, is_dir) of each entry; empty if ``path`` does not exist."""
         try:
@@ -517,6 +563,7 @@ class Connection:
         return [(e.filename, float(e.st_mtime or 0), stat.S_ISDIR(e.st_mode or 0))
                 for e in entries]
 
+    @_link_guard(retry=False)
     def rename(self, src: str, dst: str) -> None:
         self.sftp().posix_rename(src, dst)
 
@@ -560,19 +607,42 @@ class Connection:
                           "message": f"uploading {local.name}: "
                           f"{_size(done)} of {_size(total)}"})
 
-        try:
-            self.sftp().put(str(local), remote, callback=callback, confirm=True)
-        except OSError as exc:
-            with contextlib.suppress(Exception):
-                self.sftp().remove(remote)  # do not leave a partial file behind
-            free = self.free_bytes(posixpath.dirname(remote))
-            if free is not None and free < size + 1024 * 1024:
-                raise DeviceDiskFullError(
-                    f"disk full on {self.label} while uploading {local.name} "
-                    f"({free / 1e6:.1f} MB free)",
-                    hint="free space on the device or point work_dir at a larger disk") from None
-            raise TargetError(f"upload of {local.name} to {self.label} failed: {exc}",
-                              hint="check work_dir is writable on the device") from None
+        attempts = self.settings.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self.sftp().put(str(local), remote, callback=callback, confirm=True)
+                return
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                # a dead link ends the SFTP channel (EOFError, "Socket is closed"), maybe
+                # before the transport notices; a full disk is an SFTP failure on a live link
+                sftp = self._sftp
+                dropped = (isinstance(exc, (EOFError, paramiko.SSHException))
+                           or str(exc) == "Socket is closed" or not self._alive()
+                           or sftp is None or sftp.sock.closed)
+                if not dropped:
+                    self._upload_failed(local, remote, size, exc)
+                self.close()
+                if attempt == attempts:
+                    raise TargetError(f"lost the connection to {self.label} while uploading "
+                                      f"{local.name}: {exc or type(exc).__name__}",
+                                      hint="check the device and network, then retry") from None
+                self._emit("reconnect", f"link to {self.label} dropped during the upload; "
+                           f"reconnecting and uploading {local.name} again "
+                           f"({attempt}/{attempts - 1})")
+
+    def _upload_failed(self, local: Path, remote: str, size: int,
+                       exc: BaseException) -> NoReturn:
+        """Explain a failed upload on a live link: disk full, or something else."""
+        with contextlib.suppress(Exception):
+            self.sftp().remove(remote)  # do not leave a partial file behind
+        free = self.free_bytes(posixpath.dirname(remote))
+        if free is not None and free < size + 1024 * 1024:
+            raise DeviceDiskFullError(
+                f"disk full on {self.label} while uploading {local.name} "
+                f"({free / 1e6:.1f} MB free)",
+                hint="free space on the device or point work_dir at a larger disk") from None
+        raise TargetError(f"upload of {local.name} to {self.label} failed: {exc}",
+                          hint="check work_dir is writable on the device") from None
 
     def _emit(self, stage: str, message: str) -> None:
         if self.progress:

@@ -309,3 +309,42 @@ def test_known_hosts_read_like_openssh(sshd: SSHServer, tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-H", "-f", str(kh)], check=True, capture_output=True)
     with pytest.raises(HostKeyError, match="CHANGED"):
         Connection(target.ssh).open()
+
+
+def test_upload_survives_a_link_dropped_mid_transfer(ssh_target, tmp_path: Path) -> None:
+    import hashlib
+
+    local = tmp_path / "model.onnx"
+    local.write_bytes(os.urandom(2 * 1024 * 1024))
+    events: list[dict] = []
+    with Connection(ssh_target.ssh, progress=events.append) as conn:
+        base = conn.resolve(ssh_target.work_dir)
+        conn.makedirs(base)
+        dropped: list[bool] = []
+
+        def progress(event: dict) -> None:
+            if not dropped:  # the first progress report: the transfer has begun
+                dropped.append(True)
+                conn._client.get_transport().sock.close()
+
+        conn.upload(local, f"{base}/model.onnx", progress=progress)
+        result = conn.run(["sha256sum", f"{base}/model.onnx"])
+    assert dropped and result.ok
+    assert result.stdout.split()[0] == hashlib.sha256(local.read_bytes()).hexdigest()
+    assert any("dropped during the upload" in e["message"] for e in events)
+
+
+def test_sftp_calls_survive_a_dropped_link(ssh_target) -> None:
+    events: list[dict] = []
+    with Connection(ssh_target.ssh, progress=events.append) as conn:
+        base = conn.resolve(ssh_target.work_dir)
+        conn.makedirs(base + "/d")
+        calls = [lambda: conn.write_text(base + "/f", "x"), lambda: conn.listdir(base),
+                 lambda: conn.exists(base + "/d"), lambda: conn.read_text(base + "/f")]
+        answers = []
+        for call in calls:
+            conn._client.get_transport().sock.close()  # dropped just before the call
+            answers.append(call())
+    assert answers[0] is None and {"d", "f"} <= {name for name, _m, _d in answers[1]}
+    assert answers[2] is True and answers[3] == "x"
+    assert any(e["stage"] == "reconnect" for e in events)
