@@ -550,8 +550,16 @@ def parse_runner_output(stdout: str, stderr: str, status: int, *, where: str,
                                "runtime version, or re-export the model")
     if kind == "bad_args":
         raise UsageError(f"runner rejected the settings: {message}", hint="fix the flag named")
-    raise MeasurementError(f"measuring on {where} failed: {message}",
-                           hint="run with EDGEPRUNE_DEBUG=1 for details")
+    if kind == "run_failed":
+        raise MeasurementError(f"measuring on {where} failed: {message}",
+                               hint="check --input-shape against the model's inputs (rank, "
+                               "fixed sizes), and that the device's runtime supports its operators")
+    failed = MeasurementError(f"measuring on {where} failed: {message}",
+                              hint="run with EDGEPRUNE_DEBUG=1 to see the runner's traceback")
+    trace = error.get("traceback")
+    if trace and hasattr(failed, "add_note"):  # shown with the traceback EDGEPRUNE_DEBUG prints
+        failed.add_note("the runner's traceback on the device:\n" + trace.rstrip())
+    raise failed
 
 
 def _signal_of(status: int, name: str | None) -> str | None:
@@ -826,9 +834,11 @@ class _RemoteDevice:
             declared = re.search(r"^timeout_s=([0-9.]+)$", text, re.MULTILINE)
             holder_timeout = float(declared.group(1)) if declared else 0.0
             stale_after = max(self.target.ssh.command_timeout_s, holder_timeout) + 120
-            if age > stale_after:
+            if age > stale_after or _owner_gone(owner):
+                why = (f"no heartbeat for {age:.0f} s" if age > stale_after
+                       else "its process on this machine is gone")
                 self.emit({"stage": "lock", "message": f"breaking a stale device lock ({owner}, "
-                           f"no heartbeat for {age:.0f} s)"})
+                           f"{why})"})
                 self.conn.remove_tree(lock)
                 continue
             if time.monotonic() > deadline:
@@ -859,6 +869,26 @@ class _RemoteDevice:
     def _heartbeat(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.touch(self.lock)
+
+
+def _owner_gone(owner: str) -> bool:
+    """True when the lock's owner line names a process on *this* machine that has exited
+    (a client killed outright, or interrupted twice): no need to wait for it to go stale."""
+    import socket
+
+    match = re.match(r"^\S+@(?P<host>\S+) pid (?P<pid>\d+) ", owner)
+    if not match or match["host"] != socket.gethostname():
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, not ours
+        return False
+    return False
 
 
 def clear_cache() -> int:

@@ -451,7 +451,9 @@ class Connection:
             transport = self._client.get_transport()
             if transport is not None and transport.is_active():
                 chan = transport.open_session(timeout=5)
-                chan.exec_command(f"kill -TERM {pid} 2>/dev/null; sleep 1; "
+                # TERM, up to 2 s to exit, then KILL (quick: a second Ctrl-C may be coming)
+                chan.exec_command(f"kill -TERM {pid} 2>/dev/null; i=0; while [ $i -lt 20 ] && "
+                                  f"kill -0 {pid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; "
                                   f"kill -KILL {pid} 2>/dev/null")
                 chan.recv_exit_status()
                 chan.close()

@@ -312,6 +312,20 @@ def test_busy_device_lock_and_stale_lock(sshd: SSHServer, ssh_target, model: Pat
     assert r.p50_ms > 0 and any("stale" in (e.get("message") or "") for e in events)
     assert not lock.exists()
 
+    # a fresh lock whose owner was a process on this machine that has exited: broken at once
+    import socket
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lock.mkdir()
+    (lock / "owner").write_text(f"me@{socket.gethostname()} pid {gone.pid} since 12:00:00\n")
+    for path in (lock, lock / "owner"):
+        shutil.chown(path, sshd.user)
+    events.clear()
+    fresh = dataclasses.replace(FAST, use_cache=False)
+    assert measure(model, busy, fresh, progress=events.append).p50_ms > 0
+    assert any("process on this machine is gone" in (e.get("message") or "") for e in events)
+
 
 def test_noisy_results_are_repeated_and_flagged(model: Path) -> None:
     settings = dataclasses.replace(FAST, cv_threshold=0.0, max_repeats=1, use_cache=False)
@@ -326,3 +340,9 @@ def test_not_an_artifact(tmp_path: Path) -> None:
         measure(spec, load_target("local"), FAST)
     with pytest.raises(UsageError):
         MeasureSettings(runs=0)
+
+
+def test_wrong_input_shape_names_the_flag(model: Path) -> None:
+    settings = dataclasses.replace(FAST, input_shapes=("1x3",), use_cache=False)
+    with pytest.raises(MeasurementError, match="rank.*check --input-shape"):
+        measure(model, load_target("local"), settings)
