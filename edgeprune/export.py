@@ -1,4 +1,4 @@
-"""Export PyTorch models to ONNX (TFLite later), each artifact checked against PyTorch.
+"""Export PyTorch models to ONNX (and TFLite), each artifact checked against PyTorch.
 
 The only module that calls ``torch.onnx.export``. What torch 2.13 does, and what we do about it:
 
@@ -16,6 +16,9 @@ The only module that calls ``torch.onnx.export``. What torch 2.13 does, and what
   in onnxruntime on real inputs; outputs must match PyTorch within ``atol + rtol·|ref|``.
 - Writes are atomic: the artifact is built in a temporary directory beside the target and only
   moved into place once it passed every check; the ``.onnx`` file is moved last.
+- TFLite (``export_tflite``) goes through the optional extra litert-torch (no TensorFlow), is
+  re-run in ai-edge-litert's ``Interpreter`` against PyTorch the same way, and is written
+  atomically once it matches; see docs/tflite.md.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune._io import check_writable
+from edgeprune._io import atomic_write_bytes, check_writable
 from edgeprune.errors import ExportError, OutputExistsError, ParityError, UsageError
 from edgeprune.stats import Inputs, as_input_tuple, onnx_external_files, size_on_disk
 
@@ -81,8 +84,22 @@ class ExportResult:
     checked_batches: int
     format: str = "onnx"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # TFLite only (format "tflite"; there opset is 0 and onnxruntime_version empty)
+    litert_torch_version: str = ""
+    ai_edge_litert_version: str = ""
+    channels_last: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        data = self._common_dict()
+        if self.format == "tflite":
+            for key in ("opset", "onnxruntime_version"):
+                del data[key]
+            data["channels_last"] = self.channels_last
+            data["litert_torch_version"] = self.litert_torch_version
+            data["ai_edge_litert_version"] = self.ai_edge_litert_version
+        return data
+
+    def _common_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
             "path": self.path,
@@ -306,19 +323,20 @@ def _io_names(prefix: str, count: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def _captured_output() -> Iterator[list[str]]:
+def _captured_output(roots: tuple[str, ...] = _LOG_ROOTS) -> Iterator[list[str]]:
     """Keep the exporters quiet (library functions never print); yield their warnings as notes.
 
     torch and onnxscript log to their own stderr handlers and print progress to stdout; both
-    are redirected for the duration. Not thread-safe (logging and stdio are process-wide).
+    are redirected for the duration. ``roots`` are the logger hierarchies taken over. Not
+    thread-safe (logging and stdio are process-wide).
     """
     notes: list[str] = []
     handler = _ListHandler(notes)
     saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
-    names = {n for n in logging.root.manager.loggerDict if n.split(".")[0] in _LOG_ROOTS}
-    for name in sorted(names | set(_LOG_ROOTS)):
+    names = {n for n in logging.root.manager.loggerDict if n.split(".")[0] in roots}
+    for name in sorted(names | set(roots)):
         logger = logging.getLogger(name)
-        if logger.handlers or name in _LOG_ROOTS:
+        if logger.handlers or name in roots:
             saved.append((logger, list(logger.handlers), logger.propagate))
             logger.handlers = [handler]
             logger.propagate = False
@@ -590,6 +608,16 @@ def _flatten(output: Any) -> list[torch.Tensor]:
 
 
 # --- TFLite ------------------------------------------------------------------------------------
+#
+# litert-torch (an optional extra, ~1.2 GB with jax and the MLIR converter) converts through
+# torch.export to a .tflite flatbuffer; no TensorFlow. It is chatty on every channel: a rich
+# console on sys.stdout, Python logging (torch, absl, torchao), warnings, and C++ logs (absl,
+# the MLIR converter, the XNNPACK delegate) written straight to file descriptors 1 and 2. All
+# of it is contained for the duration of the conversion and of the check, then put back.
+
+TFLITE_EXTRA_HINT = "pip install 'edgeprune[tflite]'"
+_TFLITE_LOG_ROOTS = ("torch", "litert_torch", "absl", "torchao", "jax", "ai_edge_litert")
+_TFLITE_SIGNATURE = "serving_default"
 
 
 def export_tflite(
@@ -597,18 +625,290 @@ def export_tflite(
     example_inputs: Inputs,
     path: str | os.PathLike[str],
     *,
+    check_inputs: Inputs | None = None,
+    channels_last: bool = False,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
     force: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
-    """TFLite export through ``litert-torch`` (an optional extra). Not implemented yet."""
+    """Convert ``model`` to a .tflite file at ``path`` with litert-torch and check it.
+
+    The optional extra ``pip install 'edgeprune[tflite]'`` (litert-torch, ai-edge-litert) must be
+    installed. Shapes are static, those of ``example_inputs``; inputs stay NCHW (what the model
+    takes) unless ``channels_last``, which makes every rank >= 3 input channel-last (NHWC) in
+    the .tflite. ``check_inputs`` are real inputs in the same (NCHW) form whose batch is a
+    multiple of the exported batch (default: ``example_inputs``); the written model is run in
+    ai-edge-litert's ``Interpreter`` on them and must match PyTorch within
+    ``atol + rtol·|output|``. The file is written atomically and only after the check passed.
+
+    Raises :class:`ExportError` (extra missing, conversion failed), :class:`OutputExistsError`
+    (exists, no ``force``) and :class:`ParityError` (outputs differ beyond tolerance).
+    """
+    _require_tflite_extra()
+    _validate(None, "auto", rtol, atol)
+    emit = progress or (lambda event: None)
+    target = Path(path)
+    inputs = as_input_tuple(example_inputs)
+    batches = _check_batches(inputs, check_inputs, dynamic_batch=False)
+    if channels_last and not any(t.ndim >= 3 for t in inputs):
+        raise UsageError(
+            "channels_last needs an input of rank >= 3 (N, C, ...)",
+            hint="drop channels_last for this model",
+        )
+    check_writable(target, force=force, what="TFLite output")
+
+    was_training = model.training
+    model.eval()
     try:
-        import litert_torch  # noqa: F401
-    except ImportError as exc:
-        raise ExportError(
-            "TFLite export needs the optional extra: pip install 'edgeprune[tflite]'",
-            hint="or export ONNX with --format onnx",
-        ) from exc
-    raise ExportError(  # pragma: no cover - the extra is not installed in this environment
-        "TFLite export through litert-torch is not implemented in this edgeprune version",
-        hint="export ONNX with --format onnx",
+        emit({"stage": "export", "message": "converting with litert-torch (7–15 s a model)"})
+        content, notes = _convert_tflite(model, inputs, channels_last)
+        emit({"stage": "verify", "message": "comparing ai-edge-litert with PyTorch"})
+        with _quiet_tflite() as check_notes:
+            comparison, io_info = _compare_tflite(
+                content, model, batches, channels_last, rtol=rtol, atol=atol
+            )
+        notes.extend(n for n in check_notes if n not in notes)
+    finally:
+        model.train(was_training)
+    if comparison.max_abs_output < 100 * atol:
+        notes.append(
+            f"PyTorch outputs are tiny (max |output| {comparison.max_abs_output:.3g}), so "
+            f"atol={atol:g} makes the parity check weak: use trained weights or real data"
+        )
+    if target.exists() and not force:  # pragma: no cover - checked above; a race lands here
+        raise OutputExistsError(f"TFLite output {str(target)!r} exists already")
+    atomic_write_bytes(target, content)
+    return ExportResult(
+        path=str(target),
+        files=(str(target),),
+        opset=0,
+        exporter="litert-torch",
+        max_abs_diff=comparison.max_abs_diff,
+        max_abs_output=comparison.max_abs_output,
+        rtol=rtol,
+        atol=atol,
+        size_bytes=size_on_disk(target),
+        input_names=io_info.input_names,
+        output_names=io_info.output_names,
+        input_shapes=io_info.input_shapes,
+        output_shapes=io_info.output_shapes,
+        onnxruntime_version="",
+        torch_version=torch.__version__,
+        checked_batches=len(batches),
+        format="tflite",
+        notes=tuple(notes),
+        litert_torch_version=_dist_version("litert-torch"),
+        ai_edge_litert_version=_dist_version("ai-edge-litert"),
+        channels_last=channels_last,
     )
+
+
+def _require_tflite_extra() -> None:
+    """Fail with the one-line install hint unless both packages of the extra are importable."""
+    import importlib.util
+
+    missing = [
+        dist
+        for module, dist in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert"))
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ExportError(
+            f"TFLite export needs the optional extra: {TFLITE_EXTRA_HINT} "
+            f"({', '.join(missing)} not installed)",
+            hint="or export ONNX with --format onnx",
+        )
+
+
+def _dist_version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:  # pragma: no cover - imported, so installed
+        return "unknown"
+
+
+def _convert_tflite(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], channels_last: bool
+) -> tuple[bytes, list[str]]:
+    """The .tflite flatbuffer of ``model`` traced at ``inputs`` (NCHW) and litert-torch's notes."""
+    try:
+        with _quiet_tflite():  # importing it is noisy too (torchao, triton); not about this model
+            import litert_torch
+    except Exception as exc:  # installed but broken (a missing shared library, a bad pin)
+        raise ExportError(
+            f"litert-torch is installed but cannot be imported: {_first_line(exc)}",
+            hint=f"reinstall the extra: {TFLITE_EXTRA_HINT}",
+        ) from exc
+    with _quiet_tflite() as notes:
+        try:
+            module: nn.Module = model
+            sample = inputs
+            if channels_last:
+                layout = [i for i, t in enumerate(inputs) if t.ndim >= 3]
+                module = litert_torch.to_channel_last_io(model, args=layout).eval()
+                sample = tuple(_nhwc(t) if t.ndim >= 3 else t for t in inputs)
+            with torch.no_grad():
+                edge_model = litert_torch.convert(module, sample)
+            content = edge_model.model_content()
+        except ExportError:
+            raise
+        except Exception as exc:  # any converter failure, reported in one line
+            raise ExportError(
+                f"TFLite conversion with litert-torch failed: {_first_line(exc)}",
+                hint="set EDGEPRUNE_DEBUG=1 for the traceback; data-dependent control flow and "
+                "operators without a TFLite lowering are the usual causes (ONNX may still work)",
+            ) from exc
+    if not content:
+        raise ExportError("litert-torch returned an empty model", hint="report it with the model")
+    return bytes(content), notes
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, *range(2, t.ndim), 1).contiguous()
+
+
+@contextlib.contextmanager
+def _quiet_tflite() -> Iterator[list[str]]:
+    """litert-torch's progress display off, Python output captured, fds 1 and 2 parked."""
+    key = "LITERT_TORCH_SHOW_PROGRESS"  # read on every task; restored afterwards
+    saved = os.environ.get(key)
+    os.environ[key] = "0"
+    try:
+        with _parked_fds(), _captured_output(_TFLITE_LOG_ROOTS) as notes:
+            yield notes
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
+
+
+@contextlib.contextmanager
+def _parked_fds() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at a scratch file (C++ logging bypasses sys.stdout), then
+    restore them exactly, whatever happens. A no-op when they cannot be duplicated."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 1)
+            os.dup2(scratch.fileno(), 2)
+            try:
+                yield
+            finally:
+                _flush_c_stdio()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
+
+
+def _flush_c_stdio() -> None:
+    """Flush C's stdio buffers so that nothing written while parked leaks out later."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
+
+
+@dataclass(frozen=True)
+class _TFLiteIO:
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+
+
+def _compare_tflite(
+    content: bytes,
+    model: nn.Module,
+    batches: list[tuple[torch.Tensor, ...]],
+    channels_last: bool,
+    *,
+    rtol: float,
+    atol: float,
+) -> tuple[_Comparison, _TFLiteIO]:
+    """Run the flatbuffer in ai-edge-litert's Interpreter (1 thread, default XNNPACK delegate,
+    as a device runs it) and PyTorch on every batch; raise :class:`ParityError` on a mismatch."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_content=content, num_threads=1)
+        runner = interpreter.get_signature_runner(_TFLITE_SIGNATURE)
+    except Exception as exc:
+        raise ExportError(
+            f"ai-edge-litert cannot load the converted model: {_first_line(exc)}",
+            hint="the model uses an operator this runtime lacks; export ONNX instead",
+        ) from exc
+    in_details = runner.get_input_details()
+    out_details = runner.get_output_details()
+    in_names = sorted(in_details, key=_signature_order)
+    out_names = sorted(out_details, key=_signature_order)
+    max_diff, max_ref, failed = 0.0, 0.0, False
+    for tensors in batches:
+        with torch.no_grad():
+            reference = _flatten(model(*tensors))
+        feed = {}
+        for name, t in zip(in_names, tensors, strict=False):
+            value = _nhwc(t) if channels_last and t.ndim >= 3 else t
+            feed[name] = value.detach().cpu().numpy().astype(in_details[name]["dtype"])
+        try:
+            result = runner(**feed)
+        except Exception as exc:
+            raise ExportError(
+                f"ai-edge-litert failed to run the converted model: {_first_line(exc)}",
+                hint="export ONNX instead and report the model",
+            ) from exc
+        outputs = [np.asarray(result[name]) for name in out_names]
+        if len(outputs) != len(reference):
+            raise ParityError(
+                f"the TFLite model returns {len(outputs)} outputs, PyTorch {len(reference)}",
+                hint="re-export the model",
+            )
+        for got, want in zip(outputs, reference, strict=True):
+            want_np = want.detach().cpu().numpy().astype(np.float64)
+            if got.shape != want_np.shape:
+                raise ParityError(
+                    f"TFLite output shape {got.shape} differs from PyTorch {want_np.shape}",
+                    hint="outputs stay in PyTorch's layout; re-export the model",
+                )
+            if not want_np.size:
+                continue
+            diff = np.abs(got.astype(np.float64) - want_np)
+            bad = ~(diff <= atol + rtol * np.abs(want_np))  # NaN counts as bad
+            failed = failed or bool(bad.any())
+            max_diff = max(max_diff, float(diff.max()) if np.isfinite(diff).all() else float("inf"))
+            max_ref = max(max_ref, float(np.nanmax(np.abs(want_np))))
+    if failed:
+        raise ParityError(
+            f"ai-edge-litert output differs from PyTorch by up to {max_diff:.3g} "
+            f"(tolerance atol={atol:g} + rtol={rtol:g}·|output|; outputs up to {max_ref:.3g})",
+            hint="check the model for export-time-only behaviour, or loosen --atol/--rtol "
+            "if the difference is numerical noise",
+        )
+    io_info = _TFLiteIO(
+        input_names=tuple(in_names),
+        output_names=tuple(out_names),
+        input_shapes=tuple(tuple(int(d) for d in in_details[n]["shape"]) for n in in_names),
+        output_shapes=tuple(tuple(int(d) for d in out_details[n]["shape"]) for n in out_names),
+    )
+    return _Comparison(max_diff, max_ref), io_info
+
+
+def _signature_order(name: str) -> tuple[int, str]:
+    """litert-torch names signature tensors ``args_0``, ``args_1`` … and ``output_0`` …"""
+    digits = re.search(r"(\d+)$", name)
+    return (int(digits.group(1)) if digits else 0, name)

@@ -1,8 +1,9 @@
 """``edgeprune export``: write a model as ONNX (TFLite with the optional extra), checked.
 
-The artifact is re-run in onnxruntime and compared with PyTorch before it is moved into place;
-pass ``--data`` to compare on real images (otherwise on seeded random inputs, which the result
-says). Exit codes: 0 written and checked; 1 export, parity or model error; 2 usage.
+The artifact is re-run in onnxruntime (a .tflite in ai-edge-litert) and compared with PyTorch
+before it is moved into place; pass ``--data`` to compare on real images (otherwise on seeded
+random inputs, which the result says). Exit codes: 0 written and checked; 1 export, parity or
+model error; 2 usage.
 
 ``_resolve_model`` and ``_input_shape`` here are the one place the export/info commands turn a
 model spec or pruned directory into a module and an input shape.
@@ -60,6 +61,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SPEC",
         help="compare on real images from this data spec, e.g. builtin:digits",
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="TFLite only: NHWC inputs in the .tflite (default: NCHW, what the model takes)",
+    )
     parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (1e-3)")
     parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (1e-4)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -71,13 +77,24 @@ def run(args: argparse.Namespace, out: Output) -> int:
            or ("tflite" if Path(args.out).suffix.lower() == ".tflite" else "onnx"))
     if fmt == "onnx" and Path(args.out).suffix.lower() == ".tflite":
         raise UsageError("--to onnx with a .tflite output", hint="name the output FILE.onnx")
+    _check_flags(args, fmt)
     model, shape = resolve_model(args.model, args.weights, args.input_shape)
     example, check, source = _inputs(args.data, shape)
 
     from edgeprune import export
 
     if fmt == "tflite":
-        result = export.export_tflite(model, example, args.out, force=args.force)
+        result = export.export_tflite(
+            model,
+            example,
+            args.out,
+            check_inputs=check,
+            channels_last=args.channels_last,
+            rtol=args.rtol,
+            atol=args.atol,
+            force=args.force,
+            progress=out.progress,
+        )
     else:
         result = export.export_onnx(
             model,
@@ -95,6 +112,29 @@ def run(args: argparse.Namespace, out: Output) -> int:
         )
     out.result({"model": args.model, "check_inputs": source, **result.to_dict()}, _render)
     return 0
+
+
+def _check_flags(args: argparse.Namespace, fmt: str) -> None:
+    """Refuse flags that do not apply to the chosen artifact format instead of ignoring them."""
+    if fmt == "tflite":
+        onnx_only = [
+            flag
+            for flag, given in (
+                ("--opset", args.opset is not None),
+                ("--exporter", args.exporter != "auto"),
+                ("--dynamic-batch", args.dynamic_batch),
+                ("--external-data", args.external_data),
+            )
+            if given
+        ]
+        if onnx_only:
+            raise UsageError(
+                f"{', '.join(onnx_only)} {'applies' if len(onnx_only) == 1 else 'apply'} "
+                "only to ONNX export",
+                hint="drop it for a .tflite output, or write FILE.onnx",
+            )
+    elif args.channels_last:
+        raise UsageError("--channels-last only applies to TFLite export", hint="drop it")
 
 
 def _inputs(data: str | None, shape: tuple[int, ...]) -> tuple[Any, Any, str]:
@@ -122,6 +162,8 @@ def _inputs(data: str | None, shape: tuple[int, ...]) -> tuple[Any, Any, str]:
 
 
 def _render(data: dict[str, Any]) -> str:
+    if data.get("format") == "tflite":
+        return _render_tflite(data)
     lines = [
         f"wrote {data['path']} ({data.get('format', 'onnx')}, opset {data['opset']}, "
         f"{data['exporter']} exporter, {data['size_bytes'] / 1e6:.2f} MB)",
@@ -134,5 +176,20 @@ def _render(data: dict[str, Any]) -> str:
         f"parity: max |onnxruntime − PyTorch| = {data['max_abs_diff']:.3g} "
         f"(atol {data['atol']:g}, rtol {data['rtol']:g}) on {data['check_inputs']}"
     )
+    lines.extend(f"note: {note}" for note in data.get("notes", []))
+    return "\n".join(lines)
+
+
+def _render_tflite(data: dict[str, Any]) -> str:
+    layout = "NHWC" if data["channels_last"] else "NCHW"
+    shapes = ", ".join("×".join(str(d) for d in s) for s in data["input_shapes"])
+    lines = [
+        f"wrote {data['path']} (tflite, litert-torch {data['litert_torch_version']}, "
+        f"{data['size_bytes'] / 1e6:.2f} MB)",
+        f"inputs: {shapes} ({layout})",
+        f"parity: max |ai-edge-litert {data['ai_edge_litert_version']} − PyTorch| = "
+        f"{data['max_abs_diff']:.3g} (atol {data['atol']:g}, rtol {data['rtol']:g}) "
+        f"on {data['check_inputs']}",
+    ]
     lines.extend(f"note: {note}" for note in data.get("notes", []))
     return "\n".join(lines)
