@@ -124,8 +124,13 @@ def _link_guard(*, retry: bool) -> Callable[[F], F]:
                     sftp = self._sftp
                     dropped = (not isinstance(exc, OSError) or str(exc) == "Socket is closed"
                                or not self._alive() or sftp is None or sftp.sock.closed)
-                    if not dropped:
-                        raise
+                    if not dropped:  # a live link: the device said no (permissions, ...)
+                        what = f" {args[0]}" if args else ""
+                        raise TargetError(
+                            f"{fn.__name__.replace('_', ' ')}{what} on {self.label} failed: "
+                            f"{getattr(exc, 'strerror', None) or exc}",
+                            hint=f"check work_dir in the target is a directory "
+                            f"{self.settings.login} can write") from None
                     self.close()
                     if attempt == attempts:
                         raise TargetError(f"lost the connection to {self.label}: "
@@ -496,15 +501,22 @@ class Connection:
         for part in parts:
             current = posixpath.join(current, part)
             try:
-                sftp.stat(current)
+                if not stat.S_ISDIR(sftp.stat(current).st_mode or 0):
+                    raise TargetError(f"{current} on {self.label} is a file, not a directory",
+                                      hint="point work_dir in the target somewhere else")
+                continue
             except (FileNotFoundError, PermissionError):
-                try:
-                    sftp.mkdir(current, mode=0o700)
-                except OSError as exc:
-                    if not self.exists(current):  # created concurrently is fine
-                        raise TargetError(f"cannot create {current} on {self.label}: {exc}",
-                                          hint="check work_dir in the target is writable by "
-                                          f"{self.settings.login}") from None
+                pass  # missing, or a parent we may not list: try to create it
+            try:
+                sftp.mkdir(current, mode=0o700)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    if stat.S_ISDIR(sftp.stat(current).st_mode or 0):
+                        continue  # created concurrently (or it was there, unlisted)
+                raise TargetError(f"cannot create {current} on {self.label}: "
+                                  f"{exc.strerror or exc}",
+                                  hint=f"check work_dir in the target is writable by "
+                                  f"{self.settings.login}") from None
 
     @_link_guard(retry=False)
     def mkdir_exclusive(self, path: str) -> bool:

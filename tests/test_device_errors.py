@@ -145,8 +145,19 @@ def _timeout(sshd, target, tmp, mp):
         "did not finish within 2 s", "raise --timeout"]
 
 
+def _work_dir_not_writable(sshd, target, tmp, mp):
+    return ["--target", str(_target_file(tmp / "t.toml", target, work_dir="/proc/ep-work"))], [
+        "cannot create /proc/ep-work", "work_dir", "writable"]
+
+
+def _work_dir_under_a_file(sshd, target, tmp, mp):
+    return ["--target", str(_target_file(tmp / "t.toml", target, work_dir="/etc/passwd/ep"))], [
+        "/etc/passwd", "is a file, not a directory", "work_dir"]
+
+
 CASES: dict[str, Case] = {
-    "timeout": _timeout,
+    "timeout": _timeout, "work-dir-not-writable": _work_dir_not_writable,
+    "work-dir-under-a-file": _work_dir_under_a_file,
     "closed-port": _closed_port, "wrong-key": _wrong_key, "no-key": _no_key,
     "encrypted-key": _encrypted_key, "unknown-host-key": _unknown_host_key,
     "changed-host-key": _changed_host_key, "python-missing": _python_missing,
