@@ -217,16 +217,18 @@ class Connection:
         policy = _HostKeyPolicy(s, known_hosts)
         client.set_missing_host_key_policy(policy)
         key_file = None
+        pkey = None
         if s.identity_file:
             key_file = str(Path(s.identity_file).expanduser())
             if not Path(key_file).is_file():
                 raise NotFoundError(f"identity file {key_file!r} does not exist",
                                     hint="fix identity_file / --identity-file, or drop it to use "
                                     "the SSH agent")
+            pkey = _load_identity(key_file)
         timeout = s.connect_timeout_s
         try:
             client.connect(
-                s.host, port=s.port, username=s.login, key_filename=key_file,
+                s.host, port=s.port, username=s.login, pkey=pkey,
                 allow_agent=s.use_agent, look_for_keys=key_file is None, password=None,
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
             )
@@ -708,6 +710,39 @@ def _record_exit_signals(transport: paramiko.Transport) -> None:
         return original(chan, m)
 
     transport._channel_handler_table = {**table, MSG_CHANNEL_REQUEST: handle}
+
+
+def _load_identity(path: str) -> paramiko.PKey:
+    """The private key in ``path`` (OpenSSH or PEM; RSA, ECDSA, Ed25519), or a one-line error.
+
+    Loaded here rather than handed to paramiko by name: paramiko tries every key class in turn
+    and reports the last class's parse error ("encountered RSA key, expected OPENSSH key") even
+    when the real answer is that the server refused the key.
+    """
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        encrypted = True
+    except TypeError as exc:  # cryptography: "Key is password-protected, but ..."
+        if "password" not in str(exc).lower():
+            raise
+        encrypted = True
+    except (ValueError, OSError, paramiko.SSHException) as exc:
+        try:
+            head = Path(path).read_text(errors="replace")[:40]
+        except OSError:
+            head = ""
+        public = path.endswith(".pub") or head.startswith(("ssh-", "ecdsa-", "sk-"))
+        reason = str(exc).split(". ")[0].strip() or type(exc).__name__
+        raise AuthenticationError(
+            f"identity file {path} is not a private key edgeprune can read ({reason})",
+            hint="pass the private key file (the one without .pub)" if public else
+            "pass an OpenSSH or PEM private key (ssh-keygen -t ed25519 makes one)") from None
+    if encrypted:
+        raise AuthenticationError(
+            f"identity file {path} is encrypted and edgeprune never asks for passphrases",
+            hint=f"load it into ssh-agent (ssh-add {path}) and drop identity_file")
+    raise AssertionError("unreachable")
 
 
 def _await_pid(chan: paramiko.Channel, err: bytearray, wait_s: float = 2.0) -> str:

@@ -348,3 +348,30 @@ def test_sftp_calls_survive_a_dropped_link(ssh_target) -> None:
     assert answers[0] is None and {"d", "f"} <= {name for name, _m, _d in answers[1]}
     assert answers[2] is True and answers[3] == "x"
     assert any(e["stage"] == "reconnect" for e in events)
+
+
+def test_identity_files_of_every_kind(sshd: SSHServer, known_hosts: Path, tmp_path: Path) -> None:
+    """A PEM RSA key the server accepts works; a public key, garbage or an unauthorised key
+    each get their own one-line error (not paramiko's last parse error, not "unreachable")."""
+    rsa = tmp_path / "id_rsa_pem"
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "",
+                    "-f", str(rsa)], check=True)
+    stranger = tmp_path / "id_ecdsa"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(stranger)], check=True)
+    with open(sshd.root / "authorized_keys", "a") as fh:  # the shared server: one more key
+        fh.write(rsa.with_suffix(".pub").read_text())
+    with Connection(sshd.target(known_hosts, identity_file=str(rsa)).ssh) as conn:
+        assert conn.run(["true"]).ok
+    with pytest.raises(AuthenticationError, match="refused authentication with key"):
+        Connection(sshd.target(known_hosts, identity_file=str(stranger)).ssh).open()
+    with pytest.raises(AuthenticationError, match="not a private key.*without .pub"):
+        Connection(sshd.target(known_hosts, identity_file=str(rsa) + ".pub").ssh).open()
+    garbage = tmp_path / "garbage"
+    garbage.write_text("not a key\n")
+    with pytest.raises(AuthenticationError, match="not a private key.*ssh-keygen"):
+        Connection(sshd.target(known_hosts, identity_file=str(garbage)).ssh).open()
+    locked = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "pw", "-f", str(locked)],
+                   check=True)
+    with pytest.raises(AuthenticationError, match="encrypted.*ssh-add"):
+        Connection(sshd.target(known_hosts, identity_file=str(locked)).ssh).open()
