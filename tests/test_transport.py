@@ -375,3 +375,19 @@ def test_identity_files_of_every_kind(sshd: SSHServer, known_hosts: Path, tmp_pa
                    check=True)
     with pytest.raises(AuthenticationError, match="encrypted.*ssh-add"):
         Connection(sshd.target(known_hosts, identity_file=str(locked)).ssh).open()
+
+
+def test_device_without_sftp_is_named(sshd: SSHServer, tmp_path: Path) -> None:
+    """Minimal images (dropbear, a hand-written sshd_config) may lack the sftp subsystem."""
+    from edgeprune.errors import TargetError
+
+    class NoSftp(SSHServer):
+        def _config(self) -> str:
+            return super()._config().replace("Subsystem sftp internal-sftp\n", "")
+
+    with NoSftp() as server:  # its own temp dir: the device user must read authorized_keys
+        kh = server.write_known_hosts(tmp_path / "kh")
+        with Connection(server.target(kh).ssh) as conn:
+            assert conn.run(["true"]).ok  # commands work, file transfer does not
+            with pytest.raises(TargetError, match="refused an SFTP session.*sftp subsystem"):
+                conn.home()

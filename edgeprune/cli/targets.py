@@ -49,7 +49,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="every known target and where its file is")
     show = sub.add_parser("show", help="one target's settings")
     show.add_argument("name", metavar="NAME")
-    check = sub.add_parser("check", help="connect; report device facts and runtimes present")
+    check = sub.add_parser(
+        "check", help="connect; report device facts and runtimes present",
+        description="Connect to the device, run the runner's probe with the device's Python and "
+        "report device facts and every runtime found, with versions. Exits 1 with a one-line "
+        "error naming what to install when the device cannot measure: Python missing or older "
+        "than 3.6, numpy missing, or no runtime (onnxruntime, ai_edge_litert, tflite_runtime).")
     check.add_argument("name", metavar="NAME", nargs="?", default=None)
     for child in (ls, show, check):
         _child_format(child)
