@@ -751,6 +751,13 @@ class _RemoteDevice:
             tmp = f"{self.run_dir}/runner.py"
             self.conn.upload(RUNNER_PATH, tmp)
             self.conn.rename(tmp, remote)
+            # runners of other edgeprune versions: a client that needs one again (under the
+            # lock, as we are now) uploads it again
+            for name, _mtime, is_dir in self.conn.listdir(self.work):
+                if (not is_dir and name.startswith("runner-") and name.endswith(".py")
+                        and f"{self.work}/{name}" != remote):
+                    with contextlib.suppress(TargetError):
+                        self.conn.remove_tree(f"{self.work}/{name}")
         return remote
 
     def _ensure_artifact(self, files: Sequence[Path], digest: str) -> str:

@@ -78,6 +78,8 @@ def test_ssh_measure_real_model_and_cleanup(sshd: SSHServer, ssh_target, model: 
     assert not (work / "lock").exists()
     cached = list((work / "artifacts").iterdir())
     assert len(cached) == 1 and (cached[0] / "conv.onnx").is_file()
+    runners = sorted(p.name for p in work.glob("runner-*.py"))
+    assert len(runners) == 1
 
     # identical measure: the local result cache answers without touching the device
     again = measure(model, ssh_target, FAST)
@@ -278,11 +280,15 @@ def test_leftover_run_dirs_are_swept(sshd: SSHServer, ssh_target, model: Path) -
     leftover = work / "runs" / "0123abcd" / "artifact"
     leftover.mkdir(parents=True)
     (leftover / "half.onnx").write_bytes(b"x" * 1000)
-    for path in (work, work / "runs", leftover.parent, leftover, leftover / "half.onnx"):
+    old_runner = work / "runner-000000000000.py"  # another edgeprune version's runner
+    old_runner.write_text("print('old')\n")
+    for path in (work, work / "runs", leftover.parent, leftover, leftover / "half.onnx",
+                 old_runner):
         shutil.chown(path, sshd.user, sshd.user)
     events: list[dict] = []
     assert measure(model, ssh_target, FAST, progress=events.append).p50_ms > 0
-    assert not leftover.parent.exists()
+    assert not leftover.parent.exists() and not old_runner.exists()
+    assert len(list(work.glob("runner-*.py"))) == 1
     assert any("left behind" in (e.get("message") or "") for e in events)
     _assert_device_clean(sshd, ssh_target)
 
