@@ -13,9 +13,11 @@ One entry, :func:`run_schedule`, runs a schedule registered by name (:func:`regi
   and train the smaller network from scratch (Liu et al. 2019 ask whether pruned weights matter).
 - ``soft``: Soft Filter Pruning (He et al. 2018). After every epoch the lowest-L2 filters of each
   channel group are set to zero but keep training (they get gradients and may grow back); after
-  the last epoch the lowest filters are zeroed once more, with their BatchNorm scale and shift,
-  and only those — now dead — channels are removed for good through
-  :func:`edgeprune.materialize.materialize`, which checks the outputs did not change.
+  the last epoch the lowest filters are zeroed once more and only those channels are removed for
+  good through :func:`edgeprune.materialize.materialize`, which checks the outputs did not
+  change: a channel whose bias (or BatchNorm shift) leaves it dead is removed, a constant one is
+  folded into the next layer where that is exact; only groups with a constant that cannot be
+  folded (a zero-padded conv follows) get their bias and BatchNorm zeroed before the cut.
   Coupled layers (residual partners, downsample paths) are zeroed together, per channel group.
   BatchNorm is left alone while training: a zero scale would stop the gradient to the filter and
   no zeroed filter could ever recover.
@@ -559,14 +561,27 @@ def _soft(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str
         raise UsageError("soft filter pruning trains every filter",
                          hint="use a recipe with trainable = 'all' (e.g. full or distill)")
     run.finetune(model, recipe, "soft", hook=sfp)
-    zeroed = sfp.finalize()
+    zeroed = sfp.zero(final=False)  # the last cut, scored on the trained weights
+    expected = {root: len(ch) for root, ch in zeroed.items() if ch}
     from edgeprune.data import calibration_batches
 
     calibration = calibration_batches(run.bundle, 4, 32, split="val", seed=run.config.seed)
+    # A zeroed filter's channel still carries its bias / BatchNorm shift: dead after a ReLU
+    # when negative (removed exactly), else a constant that materialize folds into the next
+    # layer where that is exact — the trained model is kept as it was validated. Only groups
+    # whose constants cannot be folded (a zero-padded conv follows) get their bias and
+    # BatchNorm zeroed too (the final cut of SoftFilterPruning.finalize), then go.
     result = materialize(model, run.example_inputs, calibration=calibration)
-    expected = {root: len(ch) for root, ch in zeroed.items() if ch}
+    short = sorted(k for k, n in expected.items() if result.removed.get(k, 0) < n)
+    if short:
+        with torch.no_grad():
+            for group in sfp.groups:
+                if group.root in short:
+                    for member in group.members:
+                        _zero_member(member, zeroed[group.root], final=True)
+        result = materialize(model, run.example_inputs, calibration=calibration)
     run.phases.append({"phase": "materialize", "zeroed": {k: len(v) for k, v in zeroed.items()},
-                       **result.to_dict()})
+                       "biases_zeroed": short, **result.to_dict()})
     if {k: v for k, v in result.removed.items() if v} != expected:
         run.notes.append(f"materialize removed {result.removed}, soft pruning zeroed {expected}")
     layers = tuple(sorted({m.name for g in sfp.groups for m in g.members

@@ -115,6 +115,22 @@ def test_soft_filter_pruning_zeroes_and_materializes_exactly(trained, bundle, ex
             assert (model(x) - result.model(x)).abs().max() <= 1e-5
 
 
+def test_soft_schedule_cut_keeps_the_trained_model(trained, bundle, example):
+    """The final cut removes the zeroed channels without changing what was trained: channels
+    left dead by a negative bias go, constant ones are folded into the next layer (a Linear
+    here) instead of having their bias zeroed, which would change the outputs."""
+    result = run_schedule(trained, bundle, "soft", PruneConfig(ratio=0.8), QUICK, epochs=2,
+                          example_inputs=example)
+    cut = next(p for p in result.phases if p["phase"] == "materialize")
+    trained_eval = next(p for p in result.phases if p["phase"] == "soft")["final"]
+    assert cut["removed"] == cut["zeroed"] == {"features.0": 25, "features.3": 51,
+                                               "classifier.0": 102}
+    assert set(cut["biases_zeroed"]) <= {"features.0"}  # only a zero-padded conv cannot fold
+    if not cut["biases_zeroed"]:
+        assert result.after.top1 == trained_eval["top1"]
+        assert abs(result.after.loss - trained_eval["loss"]) < 1e-5
+
+
 def _zero_rows(model: torch.nn.Module, name: str) -> int:
     module = model.get_submodule(name)
     rows = module.weight.detach().flatten(1).abs().sum(dim=1)
