@@ -189,6 +189,17 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _figure(draw: Any, report: dict[str, Any], alt: str) -> str:
+    """An inline PNG, or a note naming the fix when matplotlib is not installed (the numbers
+    are all in the tables, report.json and candidates.csv either way)."""
+    try:
+        png = draw(report)
+    except ImportError:
+        return ("<p><em>plot not drawn: matplotlib is not installed (pip install matplotlib, "
+                "then edgeprune report DIR)</em></p>")
+    return f"<img alt='{alt}' src='data:image/png;base64,{png}'>"
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -304,10 +315,8 @@ def _html(report: dict[str, Any]) -> str:
         f"<p>{html.escape(report['latency_note'])}. Strategy: "
         f"{html.escape(str(report['strategy']))}.</p>",
         _table(("", ""), summary),
-        f"<h2>Accuracy vs measured latency</h2><img alt='trade-off' "
-        f"src='data:image/png;base64,{trade_off_png(report)}'>",
-        f"<h2>Widths per channel group</h2><img alt='widths' "
-        f"src='data:image/png;base64,{widths_png(report)}'>",
+        "<h2>Accuracy vs measured latency</h2>", _figure(trade_off_png, report, "trade-off"),
+        "<h2>Widths per channel group</h2>", _figure(widths_png, report, "widths"),
         "<h2>Pareto front</h2>",
         _table(("id", "candidate", "top-1 %", f"judged p{pct} ms", f"own p{pct} ms",
                 "peak RSS MB", "size MB", "MACs", "params", "meets budget"), front_rows),

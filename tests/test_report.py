@@ -27,7 +27,7 @@ def test_pareto_front_keeps_the_non_dominated() -> None:
     assert pareto_front(records, "p90_ms") == ["a", "c"]
 
 
-def test_render_run_writes_json_csv_html(tmp_path: Path) -> None:
+def _write_run(tmp_path: Path) -> None:
     base = {**_rec("c000", 0.99, 20.0, kind="baseline"), "widths": {"conv": 32}}
     cands = [base, _rec("c001", 0.70, 4.0, kind="floor"), _rec("c002", 0.95, 9.0),
              _rec("c003", 0.5, None, feasible=False)]
@@ -41,6 +41,10 @@ def test_render_run_writes_json_csv_html(tmp_path: Path) -> None:
         "final": {"candidate": "c002", "accuracy": 0.97, "finetuned": True,
                   "onnx_input_shape": [64, 1, 28, 28]},
         "outcome": {"met": True, "reason": "every budget met"}, "elapsed_s": 12.0}))
+
+
+def test_render_run_writes_json_csv_html(tmp_path: Path) -> None:
+    _write_run(tmp_path)
     report = render_run(tmp_path)
     assert report["speedup"] == 20.0 / 9.0
     assert report["pareto_front"] == ["c001", "c002", "c000"]
@@ -93,3 +97,15 @@ def test_report_takes_the_outcome_from_the_final_re_measure(tmp_path: Path) -> N
     assert "model.onnx (batch 1)" in text and "speed-up 4×" in text
     html = (tmp_path / "report.html").read_text()
     assert "model-b256.onnx" in html and "9 of at most 30" in html
+
+
+def test_report_without_matplotlib_names_the_fix(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    _write_run(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    report = render_run(tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png" not in html and html.count("pip install matplotlib") == 2
+    assert report["chosen_id"] == "c002"  # the numbers are all there
