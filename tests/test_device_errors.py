@@ -268,8 +268,10 @@ def _wait_for(predicate: Callable[[], object], what: str, limit_s: float = 60.0)
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_kills_the_remote_runner_and_removes_its_temp_dir(
-        sshd: SSHServer, ssh_target, tmp_path: Path) -> None:
+        how: signal.Signals, sshd: SSHServer, ssh_target, tmp_path: Path) -> None:
+    """Ctrl-C, or SIGTERM (a cancelled CI job): the same clean exit."""
     model = make_conv_model(tmp_path / "conv.onnx")
     target = _target_file(tmp_path / "t.toml", ssh_target)
     work = sshd.device_path(ssh_target.work_dir)
@@ -282,7 +284,7 @@ def test_ctrl_c_kills_the_remote_runner_and_removes_its_temp_dir(
         assert proc.poll() is None, proc.communicate()
         runs = list((work / "runs").iterdir())
         assert len(runs) == 1 and (work / "lock").is_dir()  # what Ctrl-C must clean up
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(how)
         _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
