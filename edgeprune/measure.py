@@ -8,13 +8,19 @@ even that one is noisy the result says so (``noisy=True``).
 Device lock: remote targets take a lock *on the device* — an atomic SFTP ``mkdir`` of
 ``<work_dir>/lock`` with an owner file and a heartbeat — because the contended resource is the
 device, and several machines (a laptop and CI runners) may share one bench device; a local file
-lock would not see the other machines. A lock whose heartbeat is older than the command timeout
-plus two minutes is treated as left behind by a crashed client and broken. The local target uses
-an ``fcntl`` lock under the cache dir (released by the kernel if we die).
+lock would not see the other machines. The heartbeat is the client's clock (boards without a
+real-time clock may be hours off). A lock whose heartbeat is older than the longer of our command
+timeout and the attempt timeout its holder declared, plus two minutes, is treated as left behind
+by a crashed client and broken; so is a lock whose owner was a process on this machine that has
+exited. Per-run temp dirs (``<work_dir>/runs/<uuid>``) are only created under the lock, so the
+holder removes any it finds (left by a client killed outright). Ctrl-C or SIGTERM (via the CLI)
+stops the remote runner and removes its run dir and the lock. The local target uses an ``fcntl``
+lock under the cache dir (released by the kernel if we die).
 
 Caches: artifacts are cached on the device by content hash (``<work_dir>/artifacts/<hash>``,
-the eight most recently used kept); results are cached here by artifact hash + settings + device
-(``$EDGEPRUNE_CACHE_DIR`` or ``~/.cache/edgeprune/results``). Noisy results are not cached.
+the eight most recently used kept, all dropped once if the disk fills up); results are cached
+here by artifact hash + settings + device (``$EDGEPRUNE_CACHE_DIR`` or
+``~/.cache/edgeprune/results``). Noisy results are not cached.
 """
 
 from __future__ import annotations
