@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 
@@ -44,3 +45,28 @@ def test_import_edgeprune_is_lazy():
     code = "import sys, edgeprune; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("fault, expected", [
+    (ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib"),
+     "Python package 'matplotlib' is not installed — pip install matplotlib"),
+    (OSError(errno.ENOSPC, "No space left on device", "runs/x/model.onnx"),
+     "No space left on device (runs/x/model.onnx) — free some disk space"),
+])
+def test_environment_faults_are_one_line(fault: Exception, expected: str,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Faults of this machine (a package missing, the disk full) raised deep inside a command:
+    one line naming the fix and exit 1, not a traceback (injected: neither can be produced on
+    demand without breaking the test environment)."""
+    from edgeprune.cli import info
+    from edgeprune.cli.main import main
+
+    def broken(*_args: object) -> int:
+        raise fault
+
+    monkeypatch.setattr(info, "run", broken)
+    monkeypatch.delenv("EDGEPRUNE_DEBUG", raising=False)
+    assert main(["info", "model.onnx"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0]

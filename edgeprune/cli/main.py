@@ -8,6 +8,7 @@ error's exit code; ``EDGEPRUNE_DEBUG=1`` shows the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -78,6 +79,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_ERROR
+    except ModuleNotFoundError as exc:  # an optional package the job needs is not installed
+        if os.environ.get("EDGEPRUNE_DEBUG") or not exc.name:
+            raise
+        package = exc.name.split(".")[0]
+        out.error(f"Python package {package!r} is not installed — pip install {package} "
+                  "(EDGEPRUNE_DEBUG=1 shows where it was needed)", kind="MissingPackage")
+        return EXIT_ERROR
+    except OSError as exc:
+        if os.environ.get("EDGEPRUNE_DEBUG") or exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        out.error(f"{exc.strerror}{where} — {_ENVIRONMENT_ERRNOS[exc.errno]}",
+                  kind="EnvironmentError")
+        return EXIT_ERROR
+
+
+# local machine faults a user can fix, reported in one line instead of a traceback
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "free some disk space (or use --out on another disk) and run again",
+    errno.EDQUOT: "free some of your disk quota and run again",
+    errno.EROFS: "write to a writable directory (--out)",
+}
 
 
 if __name__ == "__main__":  # pragma: no cover
