@@ -316,7 +316,7 @@ def test_second_measurement_waits_for_the_device(sshd: SSHServer, ssh_target,
 
     model = make_conv_model(tmp_path / "conv.onnx")
     work = sshd.device_path(ssh_target.work_dir)
-    long = MeasureSettings(runs=1_000_000, warmup=1, max_repeats=0, max_seconds=4.0,
+    long = MeasureSettings(runs=1_000_000, warmup=1, max_repeats=0, max_seconds=8.0,
                            input_shapes=("1x3x64x64",), cv_threshold=10.0, use_cache=False)
     short = dataclasses.replace(long, runs=5, max_seconds=60.0, input_shapes=("1x3x16x16",))
     results: dict[str, object] = {}
