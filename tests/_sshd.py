@@ -380,3 +380,17 @@ def make_memory_hog_model(path: Path, *, mb: int = 512) -> Path:
     model.ir_version = 8
     onnx.save_model(model, str(path))
     return path
+
+
+def make_unknown_op_model(path: Path) -> Path:
+    """A well-formed model with an operator no runtime has: loads in onnx, not in a runtime."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path

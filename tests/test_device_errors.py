@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from edgeprune.cli.main import main
-from tests._sshd import REPO, SSHServer, free_port, make_conv_model, make_memory_hog_model
+from tests._sshd import (
+    REPO,
+    SSHServer,
+    free_port,
+    make_conv_model,
+    make_memory_hog_model,
+    make_unknown_op_model,
+)
 
 pytestmark = pytest.mark.ssh
 
@@ -132,8 +139,6 @@ def _out_of_memory(sshd, target, tmp, mp):
 
 
 def _cannot_load(sshd, target, tmp, mp):
-    from tests.test_measure import make_unknown_op_model
-
     bad = make_unknown_op_model(tmp / "new op.onnx")
     return ["--target", str(_target_file(tmp / "t.toml", target)), "MODEL=" + str(bad)], [
         "cannot load the artifact", "NoSuchOp", "re-export"]

@@ -23,7 +23,12 @@ from edgeprune.errors import (
 )
 from edgeprune.measure import MeasureResult, MeasureSettings, artifact_files, measure
 from edgeprune.targets import load_target
-from tests._sshd import SSHServer, make_conv_model, make_memory_hog_model
+from tests._sshd import (
+    SSHServer,
+    make_conv_model,
+    make_memory_hog_model,
+    make_unknown_op_model,
+)
 
 # cv_threshold high: tiny models on a shared CI box are always "noisy"; noise has its own test
 FAST = MeasureSettings(runs=5, warmup=1, max_repeats=0, input_shapes=("1x3x16x16",),
@@ -224,19 +229,6 @@ def test_unloadable_artifact_local(tmp_path: Path) -> None:
     unknown = make_unknown_op_model(tmp_path / "unknown.onnx")
     with pytest.raises(MeasurementError, match="local .*cannot load the artifact: .*NoSuchOp"):
         measure(unknown, load_target("local"), FAST)
-
-
-def make_unknown_op_model(path: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save_model(model, str(path))
-    return path
 
 
 @pytest.mark.ssh
