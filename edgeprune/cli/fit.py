@@ -14,7 +14,7 @@ from typing import Any
 
 from edgeprune.cli._common import add_force, parse_shape
 from edgeprune.cli._output import Output
-from edgeprune.cli.targets import add_target_options
+from edgeprune.cli.targets import add_target_options, terminate_as_interrupt
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -157,15 +157,19 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     progress = None if out.json else _progress(out)
     try:
-        if args.resume:
-            if args.out or args.model or args.config:
-                raise UsageError("--resume DIR takes its settings from DIR",
-                                 hint="drop --out/--model/--config, or run without --resume")
-            result = resume(args.resume, progress=progress)
-        else:
-            settings = settings_from_args(args)
-            target_dir = args.out or time.strftime("runs/fit-%Y%m%d-%H%M%S")
-            result = fit(settings, target_dir, force=args.force, progress=progress)
+        # SIGTERM (a cancelled CI job) stops like Ctrl-C: the device is cleaned up, the run
+        # directory keeps its last completed step, and the same command resumes
+        with terminate_as_interrupt():
+            if args.resume:
+                if args.out or args.model or args.config:
+                    raise UsageError("--resume DIR takes its settings from DIR",
+                                     hint="drop --out/--model/--config, or run without "
+                                     "--resume")
+                result = resume(args.resume, progress=progress)
+            else:
+                settings = settings_from_args(args)
+                target_dir = args.out or time.strftime("runs/fit-%Y%m%d-%H%M%S")
+                result = fit(settings, target_dir, force=args.force, progress=progress)
     except FitBudgetNotMetError as exc:
         out.result(exc.result.to_dict(), lambda d: summary_text(d) + _where(d))
         raise
