@@ -38,7 +38,7 @@ from edgeprune.search import (
     register_strategy,
 )
 
-__all__ = ["Cost", "KnapsackStrategy", "RooflineModel", "allocate"]
+__all__ = ["AutoStrategy", "Cost", "KnapsackStrategy", "RooflineModel", "allocate"]
 
 
 class Cost:
@@ -273,3 +273,29 @@ class KnapsackStrategy:
 
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
         return best_meeting(ctx, list(state["tried"]))
+
+
+@register_strategy("auto")
+class AutoStrategy:
+    """The default: ``knapsack`` when there is a latency budget, else ``uniform`` (a fit to a
+    size or memory budget alone has no latency to model)."""
+
+    name = "auto"
+
+    def start(self, ctx: SearchContext) -> dict[str, Any]:
+        from edgeprune.search import get_strategy
+
+        inner = "knapsack" if ctx.latency_budget_ms is not None else "uniform"
+        return {"inner": inner, "state": get_strategy(inner).start(ctx)}
+
+    def step(self, ctx: SearchContext, state: dict[str, Any],
+             step: int) -> tuple[dict[str, Any], bool]:
+        from edgeprune.search import get_strategy
+
+        inner, done = get_strategy(state["inner"]).step(ctx, state["state"], step)
+        return {"inner": state["inner"], "state": inner}, done
+
+    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
+        from edgeprune.search import get_strategy
+
+        return get_strategy(state["inner"]).chosen(ctx, state["state"])

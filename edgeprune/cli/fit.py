@@ -59,7 +59,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     budget.add_argument("--size-mb", type=float, metavar="S", help="ONNX size budget")
     search = p.add_argument_group("search")
     search.add_argument("--strategy", default=None, metavar="NAME",
-                        help="search strategy: uniform (default), knapsack or netadapt")
+                        help="search strategy: auto (default: knapsack with a latency budget, else "
+                        "uniform), knapsack, netadapt or uniform (the baseline)")
     search.add_argument("--criterion", default=None, metavar="NAME",
                         help="importance (default l2)")
     search.add_argument("--round-to", type=int, default=None, metavar="N", help="keep channel "

@@ -56,7 +56,7 @@ class FitSettings:
     profiles_file: tuple[str, ...] = ()
     weights: str | None = None
     input_shape: tuple[int, ...] | None = None
-    strategy: str = "uniform"
+    strategy: str = "auto"  # knapsack with a latency budget, else uniform
     latency_ms: float | None = None
     speedup: float | None = None
     max_accuracy_drop: float | None = None
