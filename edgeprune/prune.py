@@ -42,8 +42,8 @@ from edgeprune.errors import ConfigError, NotFoundError, PruningError
 from edgeprune.importance import Importance, ImportanceContext, get_importance, list_importances
 from edgeprune.stats import count_macs, count_params
 
-__all__ = ["GroupChange", "PruneConfig", "PruneResult", "group_ratios", "load_layer_ratios",
-           "prune", "round_kept"]
+__all__ = ["GroupChange", "PruneConfig", "PruneResult", "channel_scores", "group_ratios",
+           "load_layer_ratios", "prune", "round_kept"]
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
 Progress = Callable[[dict[str, Any]], None]
@@ -467,6 +467,24 @@ def group_ratios(model: nn.Module, graph: engine.Graph, config: PruneConfig) -> 
     ``graph`` is ``engine.build_graph(model, ..., ignored_layers=config.ignored_layers)``.
     """
     return {root: track.ratio for root, track in _plan(model, graph, config).items()}
+
+
+def channel_scores(model: nn.Module, example_inputs: Inputs, criterion: str = "l2", *,
+                   calibration: Sequence[Any] | None = None,
+                   seed: int = 0) -> dict[str, list[float]]:
+    """Group root → one score per channel of ``model`` by ``criterion``, nothing pruned.
+
+    For code that prices channels before deciding how many to remove (``fit``'s knapsack
+    strategy); the same scores :func:`prune` ranks channels by.
+    """
+    work = copy.deepcopy(model)
+    crit = get_importance(criterion)
+    ctx = ImportanceContext(calibration=tuple(calibration or ()), seed=seed)
+    groups = engine.channel_groups(engine.build_graph(work, example_inputs))
+    prepare = getattr(crit, "prepare", None)
+    if callable(prepare) and groups:
+        prepare(work, groups, ctx)
+    return {g.root: [float(v) for v in _scores(crit, g, ctx)] for g in groups}
 
 
 def _group_of(name: str, groups: Sequence[engine.ChannelGroup], graph: engine.Graph,

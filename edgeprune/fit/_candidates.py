@@ -176,6 +176,23 @@ class Candidates:
             self.state["layer_costs"] = layer_costs(self.base_model, self.example, self.groups)
         return [dict(layer) for layer in self.state["layer_costs"]]
 
+    def channel_scores(self) -> dict[str, list[float]]:
+        """Per group: its channels' scores by the fit's criterion on the unpruned model, each
+        divided by the group's mean and sorted ascending (the order pruning removes them)."""
+        if "channel_scores" not in self.state:
+            from edgeprune.prune import channel_scores
+
+            raw = channel_scores(self.base_model, self.example, self.settings.criterion,
+                                 calibration=self.calibration, seed=self.settings.seed)
+            scores: dict[str, list[float]] = {}
+            for root in self.groups:
+                values = sorted(raw.get(root) or [1.0] * self.groups[root])
+                mean = sum(values) / len(values) if values else 0.0
+                scores[root] = ([v / mean for v in values] if mean > 0
+                                else [1.0] * len(values))
+            self.state["channel_scores"] = scores
+        return {root: list(v) for root, v in self.state["channel_scores"].items()}
+
     def can_measure(self, invocations: int = 2) -> bool:
         """Whether the search may spend ``invocations`` more, keeping the final checks' share."""
         return self.bench.left - invocations >= self.reserve
