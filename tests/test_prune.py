@@ -349,3 +349,18 @@ def test_load_layer_ratios_from_toml_and_json(tmp_path: Path, resnet18: nn.Modul
     over.write_text('{"layer2.0.conv1": 1.0}')
     with pytest.raises(ConfigError, match=r"over.json: key 'layer2.0.conv1'.*outside \[0, 1\)"):
         load_layer_ratios(over)
+
+
+def test_channel_scores_rank_channels_as_prune_removes_them(resnet18: nn.Module) -> None:
+    """The scores fit's knapsack prices channels by are the ones prune ranks them by: at a
+    uniform ratio, every group loses exactly its lowest-scoring channels."""
+    from edgeprune.prune import channel_scores
+
+    example = torch.randn(1, 3, 32, 32)
+    scores = channel_scores(resnet18, example, "l2")
+    result = prune(resnet18, example, PruneConfig(criterion="l2", ratio=0.25))
+    removed = result.removed_channels
+    assert removed and set(removed) <= set(scores)
+    for root, gone in removed.items():
+        ranked = sorted(range(len(scores[root])), key=lambda i: (scores[root][i], i))
+        assert set(gone) == set(ranked[:len(gone)]), root
