@@ -11,6 +11,19 @@ from typing import Any
 from edgeprune.errors import OutputExistsError
 
 
+_UMASK: list[int] = []
+
+
+def default_mode(*, directory: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` would give under the process umask (temp files and
+    dirs are created 0600/0700; what we rename into place should not stay that private)."""
+    if not _UMASK:
+        current = os.umask(0o022)
+        os.umask(current)
+        _UMASK.append(current)
+    return (0o777 if directory else 0o666) & ~_UMASK[0]
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +33,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -153,10 +153,15 @@ def _build_torchvision(spec: ModelSpec) -> Any:
     names = tv.models.list_models(module=tv.models)
     if spec.target not in names:
         close = difflib.get_close_matches(spec.target, names, n=1)
+        bare = not spec.text.startswith("torchvision:")
+        what = (f"no model directory and no torchvision architecture named {spec.target!r}"
+                if bare else f"torchvision has no classification architecture {spec.target!r}")
         raise ModelSpecError(
-            f"torchvision has no classification architecture {spec.target!r}",
+            what,
             hint=(f"did you mean torchvision:{close[0]}?" if close else
-                  "run `edgeprune info --list-models` for the names"),
+                  ("check the directory's path, or n" if bare else "n")
+                  + f"ame an architecture such as torchvision:resnet18 ({len(names)} in "
+                  "torchvision.models.list_models())"),
         )
     kwargs = dict(spec.kwargs)
     if kwargs.get("weights") not in (None,):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeprune._io import default_mode
 from edgeprune.errors import CheckpointError, NotFoundError, OutputExistsError
 
 FORMAT = "edgeprune.pruned-model"
@@ -106,6 +107,9 @@ def save(model: Any, path: str | os.PathLike[str], *, spec: str,
             history=list(history), extra=dict(extra or {}), edgeprune_version=__version__,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+        tmp.chmod(default_mode(directory=True))  # mkdtemp made it 0700, safetensors 0600
+        for child in tmp.iterdir():
+            child.chmod(default_mode())
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -70,3 +70,22 @@ def test_environment_faults_are_one_line(fault: Exception, expected: str,
     assert main(["info", "model.onnx"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0]
+
+
+def test_warnings_are_one_line(monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from edgeprune.cli import info
+    from edgeprune.cli.main import main
+
+    def warn(*_args: object) -> int:
+        warnings.warn("something to know\n  about", RuntimeWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(info, "run", warn)
+    monkeypatch.delenv("EDGEPRUNE_DEBUG", raising=False)
+    before = warnings.showwarning
+    assert main(["info", "model.onnx"]) == 0
+    assert capsys.readouterr().err == "edgeprune: warning: something to know about\n"
+    assert warnings.showwarning is before  # restored for whoever called main()

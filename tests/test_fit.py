@@ -365,3 +365,23 @@ def test_every_setting_has_a_flag() -> None:
 
     flagged = {fit_cli._RENAMED.get(flag, flag) for flag in fit_cli._FLAGS}
     assert flagged == {f.name for f in fields(FitSettings)}
+
+
+def test_a_fit_that_failed_before_its_first_step_can_be_rerun(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A typo in --data fails before anything is measured; the corrected command then starts
+    in the same --out instead of being refused (the directory holds only settings)."""
+    from edgeprune.fit._rundir import RunDir
+
+    out = tmp_path / "run"
+    code = main(["fit", *QUICK_FLAGS[:4], "--data", "builtin:mnist", "--speedup", "1.3",
+                 "--out", str(out)])
+    assert code != 0 and "unknown built-in data set" in capsys.readouterr().err
+    assert (out / "settings.json").exists() and not (out / "state.json").exists()
+    assert RunDir(out).start({"model": "builtin:mnist-cnn", "data": "builtin:mnist5k"},
+                             force=False) is False
+    (out / "state.json").write_text("{}")  # now it holds a started run: other settings refused
+    with pytest.raises(Exception, match=r"other settings \(data: 'builtin:mnist5k' there, "
+                                        r"'builtin:digits' now\)"):
+        RunDir(out).start({"model": "builtin:mnist-cnn", "data": "builtin:digits"},
+                          force=False)

@@ -12,7 +12,9 @@ import errno
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from edgeprune import __version__
 from edgeprune.cli._output import Output, add_format_flag, split_formats
@@ -66,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     out = Output(getattr(args, "format", "text"))
+    previous = warnings.showwarning
+    if not os.environ.get("EDGEPRUNE_DEBUG"):
+        warnings.showwarning = _one_line_warning
     try:
         return int(args._run(args, out) or 0)
     except EdgepruneError as exc:
@@ -93,6 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(f"{exc.strerror}{where} — {_ENVIRONMENT_ERRNOS[exc.errno]}",
                   kind="EnvironmentError")
         return EXIT_ERROR
+    finally:
+        warnings.showwarning = previous
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
+    """Warnings as the CLI's other messages: one line, no source path (EDGEPRUNE_DEBUG=1 shows
+    Python's own format)."""
+    text = " ".join(str(message).split())
+    (file or sys.stderr).write(f"edgeprune: warning: {text}\n")
 
 
 # local machine faults a user can fix, reported in one line instead of a traceback

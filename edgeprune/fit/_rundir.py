@@ -79,16 +79,28 @@ class RunDir:
             if stored == settings:
                 return True
             raise OutputExistsError(
-                f"{str(self.path)!r} holds a fit run with other settings",
-                hint="choose another --out, resume it with --resume DIR, or pass --force "
-                "to start over")
-        elif self.path.exists() and any(self.path.iterdir()) and not force:
+                f"{str(self.path)!r} holds a fit run with other settings "
+                f"({_differences(stored or {}, settings)})",
+                hint="choose another --out, resume it as it was with --resume DIR, or pass "
+                "--force to start over")
+        elif self.path.exists() and not self._unstarted() and not force:
             raise OutputExistsError(f"{str(self.path)!r} exists and is not a fit run directory",
                                     hint="choose another --out or pass --force")
         if force and self.path.exists():
             self._clear()
         atomic_write_json(self.settings_file, {"settings": settings, "versions": versions()})
         return False
+
+    def _unstarted(self) -> bool:
+        """Empty, or left by a fit that stopped before its first step (a bad data spec, an
+        unknown target): only its settings, nothing measured — safe to start again."""
+        for entry in self.path.iterdir():
+            if entry.name == SETTINGS and entry.is_file():
+                continue
+            if entry.name == "scratch" and entry.is_dir() and not any(entry.iterdir()):
+                continue
+            return False
+        return True
 
     def _clear(self) -> None:
         import shutil
@@ -113,3 +125,12 @@ class RunDir:
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.state_file, {**state, "version": STATE_VERSION})
+
+
+def _differences(stored: dict[str, Any], wanted: dict[str, Any], most: int = 3) -> str:
+    """``key: X there, Y now`` for the first few settings that differ."""
+    keys = sorted(set(stored) | set(wanted))
+    diff = [f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in keys
+            if stored.get(k) != wanted.get(k)]
+    more = f", and {len(diff) - most} more" if len(diff) > most else ""
+    return "; ".join(diff[:most]) + more
