@@ -65,8 +65,9 @@ def test_cli_sensitivity_json(tmp_path, capsys):
     out = tmp_path / "sens"
     code = main(["sensitivity", "--model", "builtin:mnist-cnn", "--data", "builtin:mnist5k",
                  "--ratios", "0.5", "--layers", "features.3", "--val-batches", "1",
-                 "--max-drop", "0.05", "--out", str(out), "--format", "json", "--no-plot"])
+                 "--max-drop", "5", "--out", str(out), "--format", "json", "--no-plot"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert list(data["layers"]) == ["features.3"]
     assert load_layer_ratios(out / "ratios.toml") == data["recommendation"]["ratios"]
+    assert data["recommendation"]["max_drop"] == 0.05  # --max-drop is in points, like fit's

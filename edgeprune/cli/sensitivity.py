@@ -31,8 +31,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--val-batches", type=int, metavar="N",
                    help="val batches per measurement (default: all; fewer is faster)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N")
-    p.add_argument("--max-drop", type=float, metavar="X",
-                   help="per-layer top-1 drop allowed, as a fraction (0.01 = 1 point)")
+    p.add_argument("--max-drop", type=float, metavar="P",
+                   help="per-layer top-1 drop allowed, in percentage points (as fit's "
+                   "--max-accuracy-drop: 1 = one point)")
     p.add_argument("--target-reduction", type=float, metavar="X",
                    help="fraction of parameters to remove (ratios chosen by bisection)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -75,7 +76,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
         result = analyze(loaded.model, bundle.val, example, ratios=args.ratios,
                          criterion=args.criterion, max_batches=args.val_batches,
                          calibration=calibration, labeled=labeled, layers=layers, progress=bar)
-    data = write_outputs(result, args.out, max_drop=args.max_drop,
+    if args.max_drop is not None and not 0 <= args.max_drop <= 100:
+        from edgeprune.errors import UsageError
+
+        raise UsageError(f"--max-drop {args.max_drop:g} is not in [0, 100] points",
+                         hint="e.g. --max-drop 1 for one point of top-1")
+    max_drop = None if args.max_drop is None else args.max_drop / 100
+    data = write_outputs(result, args.out, max_drop=max_drop,
                          target_reduction=args.target_reduction, model=loaded.model,
                          example_inputs=example, make_plot=not args.no_plot)
     out.result({"model": args.model, "data": str(bundle.spec), **data}, render)
@@ -84,14 +91,16 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def render(d: dict[str, Any]) -> str:
     ratios = d["ratios"]
-    rows = [(name, info["channels"], *[f"{p['drop']:+.2%}" for p in info["points"]])
+    rows = [(name, info["channels"], *[f"{100 * p['drop']:+.2f} pt" for p in info["points"]])
             for name, info in d["layers"].items()]
     lines = [f"sensitivity of {d['model']} on {d['data']}: baseline top-1 "
              f"{d['baseline_top1']:.2%}; drop when one layer is pruned alone", "",
              table(("layer", "channels", *[f"{r:g}" for r in ratios]), rows)]
     rec = d.get("recommendation")
     if rec:
-        lines += ["", f"recommended ratios (per-layer drop ≤ {rec['drop_bound']}): "
+        bound = rec["drop_bound"]
+        lines += ["", "recommended ratios (per-layer drop ≤ "
+                  + (f"{100 * bound:.2f} points" if bound is not None else "any") + "): "
                   f"removes {rec['reduction']:.1%} of parameters"
                   + ("" if rec["target_met"] else " — target NOT met")]
         lines += [f"  {k} = {v}" for k, v in rec["ratios"].items()]
