@@ -67,6 +67,9 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
     resumed = run.start(settings.to_dict(), force=force)
     state = (run.read_state() if resumed else None) or _fresh_state()
     if state.get("phase") == "done":
+        emit({"stage": "fit", "event": "finished-earlier",
+              "message": f"{out} holds this run, finished earlier: showing its result "
+              "(--force starts over)"})
         return _finish_result(run, state)
     elapsed_before = float(state.get("elapsed_s", 0.0))
     if resumed:
@@ -83,7 +86,7 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
               "best": best, "elapsed_s": round(state["elapsed_s"], 1),
               "device_measurements": state["device_measurements"],
               "message": f"[{state['elapsed_s']:6.0f}s] step {state['step']}: {message}"
-              + (f" | best {best}" if best else "")
+              + (f" | most accurate within the device budget: {best}" if best else "")
               + f" | {state['device_measurements']}/{ctx.bench.cap} measurements"})
 
     if state["phase"] == "baseline":
@@ -112,7 +115,9 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
         if done or state["step"] >= settings.max_steps:
             state["phase"] = "final"
             state["chosen_id"] = _chosen(ctx, strategy, state)
-        save("step", f"{settings.strategy} step done")
+        inner = state["strategy_state"].get("inner") if isinstance(
+            state["strategy_state"], dict) else None
+        save("step", f"{inner or settings.strategy} step done")
     if state["phase"] == "final":
         from edgeprune.fit._final import finish
 
@@ -204,7 +209,8 @@ def _best_so_far(ctx: Any) -> str:
     if not meeting:
         return ""
     best = max(meeting, key=lambda r: r["accuracy"])
-    return f"{best['id']} top-1 {100 * best['accuracy']:.2f}% at {_lat(ctx, best)}"
+    return (f"{best['id']} top-1 {100 * best['accuracy']:.2f}% (short fine-tune) at "
+            f"{_lat(ctx, best)}")
 
 
 def _lat(ctx: Any, record: dict[str, Any]) -> str:
