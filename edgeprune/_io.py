@@ -10,7 +10,6 @@ from typing import Any
 
 from edgeprune.errors import OutputExistsError
 
-
 _UMASK: list[int] = []
 
 

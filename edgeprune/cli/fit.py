@@ -12,9 +12,10 @@ import sys
 import time
 from typing import Any
 
+from edgeprune._signals import sticky_interrupts
 from edgeprune.cli._common import add_force, parse_shape
 from edgeprune.cli._output import Output
-from edgeprune.cli.targets import add_target_options, terminate_as_interrupt
+from edgeprune.cli.targets import add_target_options
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -159,8 +160,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     progress = None if out.json else _progress(out)
     try:
         # SIGTERM (a cancelled CI job) stops like Ctrl-C: the device is cleaned up, the run
-        # directory keeps its last completed step, and the same command resumes
-        with terminate_as_interrupt():
+        # directory keeps its last completed step, and the same command resumes; either one
+        # sticks (see edgeprune._signals) so native code cannot swallow it
+        with sticky_interrupts():
             if args.resume:
                 if args.out or args.model or args.config:
                     raise UsageError("--resume DIR takes its settings from DIR",

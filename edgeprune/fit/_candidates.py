@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edgeprune import engine, saving
+from edgeprune._signals import raise_if_interrupted
 from edgeprune.fit._measuring import INFEASIBLE, Bench, Comparison, resolve_threads
 from edgeprune.fit._rundir import RunDir
 from edgeprune.fit._settings import FitSettings, ResolvedBudgets, auto_measure_batch
@@ -211,6 +212,7 @@ class Candidates:
                  step: int, predicted_latency_ms: float | None = None) -> Record:
         """Prune ``parent`` to ``widths`` and fine-tune briefly; the same widths from the same
         parent (or the parent's own widths) give back the existing record at no cost."""
+        raise_if_interrupted()
         widths = dict(widths)
         parent_record = self.candidate(parent)
         if widths == parent_record["widths"]:
@@ -302,6 +304,7 @@ class Candidates:
         disk full) makes it infeasible. With the measurement budget spent, the record stays
         unmeasured (and so does not meet the budget).
         """
+        raise_if_interrupted()
         from edgeprune.export import export_onnx
         from edgeprune.stats import size_on_disk
 

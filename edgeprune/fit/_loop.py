@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import BudgetNotMetError
 from edgeprune.fit._rundir import RunDir
 from edgeprune.fit._settings import FitSettings, ResolvedBudgets, resolve_budgets
@@ -81,6 +82,7 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
         state["elapsed_s"] = elapsed_before + time.monotonic() - started
         state["device_measurements"] = ctx.bench.used
         run.write_state(state)
+        raise_if_interrupted()  # after the step is saved: resume continues from here
         best = _best_so_far(ctx)
         emit({"stage": "fit", "event": event, "step": state["step"], "phase": state["phase"],
               "best": best, "elapsed_s": round(state["elapsed_s"], 1),

@@ -86,7 +86,10 @@ class Bench:
     # --- one measurement ------------------------------------------------------------------------
     def run(self, path: Path, *, cid: str, role: str, batch: int) -> Any:
         """Measure ``path`` once; infeasible-on-device errors are logged, then re-raised."""
+        from edgeprune._signals import raise_if_interrupted
         from edgeprune.measure import measure as real_measure
+
+        raise_if_interrupted()
 
         measure_fn = MEASURE_HOOK.get("measure", real_measure)
         started = time.monotonic()
