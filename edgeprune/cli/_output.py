@@ -119,9 +119,11 @@ def _plain(data: dict[str, Any], indent: int = 0) -> str:
     lines = []
     pad = "  " * indent
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             lines.append(f"{pad}{key}:")
             lines.append(_plain(value, indent + 1))
+        elif isinstance(value, dict) or value is None:
+            lines.append(f"{pad}{key}: –")  # unset / empty: say so rather than print nothing
         else:
             lines.append(f"{pad}{key}: {_cell(value)}")
     return "\n".join(lines)
