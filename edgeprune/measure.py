@@ -823,14 +823,23 @@ class _RemoteDevice:
                 self.conn.remove_tree(f"{runs}/{name}")
 
     def _cleanup(self) -> None:
+        """Remove this run's temp dir; a few tries (``rm -rf`` can race a runner's last writes,
+        a link can drop), then leave it to the next measurement's sweep and say so."""
         if not self.run_dir:
             return
-        try:
-            self.conn.remove_tree(self.run_dir)
-        except Exception:
-            with contextlib.suppress(Exception):
-                self.conn.close()
+        for attempt in range(3):
+            try:
+                if attempt:
+                    time.sleep(0.3 * attempt)
+                    with contextlib.suppress(Exception):
+                        self.conn.close()
+                        self.conn.open()
                 self.conn.remove_tree(self.run_dir)
+                return
+            except Exception as exc:  # cleanup must not mask the result
+                failure = exc
+        self.emit({"stage": "cleanup", "message": f"could not remove {self.run_dir} on "
+                   f"{self.target.where} ({failure}); the next measurement there removes it"})
 
     # the device lock --------------------------------------------------------------------------
     @contextlib.contextmanager

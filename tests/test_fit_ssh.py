@@ -53,7 +53,7 @@ def test_fit_over_loopback_ssh(sshd: SSHServer, known_hosts: Path, tmp_path: Pat
     assert settings["identity_file"] == str(sshd.client_key)  # a path, never a secret
     assert (out / "model.onnx").exists() and (out / "report.html").exists()
     # per-run temp dirs on the device are removed after every measurement
-    assert _device_run_dirs(sshd) == before
+    assert _device_run_dirs(sshd) == before, capsys.readouterr().err[-4000:]
 
 
 @pytest.mark.ssh
