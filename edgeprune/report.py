@@ -218,6 +218,9 @@ def trade_off_png(report: dict[str, Any]) -> str:
     measured = [r for r in report["candidates"] if r.get("feasible") and r.get(key)]
     ax.scatter([r[key] for r in measured], [100 * r["accuracy"] for r in measured],
                c="#9aa5b1", s=28, label="candidates (short fine-tune)")
+    for r in measured:  # ids, to find each point in the table
+        ax.annotate(r["id"], (r[key], 100 * r["accuracy"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7, color="#52606d")
     front = [r for r in measured if r["on_front"]]
     front.sort(key=lambda r: r[key])
     ax.plot([r[key] for r in front], [100 * r["accuracy"] for r in front], "-o", c="#1f77b4",
@@ -230,12 +233,15 @@ def trade_off_png(report: dict[str, Any]) -> str:
     final_ms = report.get("final_latency_ms") or (chosen or {}).get(key)
     if chosen and final_ms and report.get("accuracy_after") is not None:
         ax.scatter([final_ms], [100 * report["accuracy_after"]], marker="D", s=70,
-                   c="#2ca02c", label="chosen: final fine-tune and re-measure", zorder=6)
+                   c="#2ca02c", zorder=6, label=("chosen" if report.get("met") else
+                                                 "best miss (budget not met)")
+                   + ": final fine-tune and re-measure")
     if report.get("latency_limit_ms"):
         ax.axvline(report["latency_limit_ms"], ls="--", c="#444", label="latency budget")
     corrected = ", load-corrected" if "load-corrected" in report["latency_note"] else ""
     ax.set_xlabel(f"measured p{pct} latency{corrected} (ms per batch of "
                   f"{report.get('measure_batch')})")
+    ax.margins(x=0.08)
     ax.set_ylabel("val top-1 (%)")
     ax.set_title(f"{report['model']} on {report['target']}")
     ax.grid(alpha=0.3)

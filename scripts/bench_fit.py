@@ -66,7 +66,8 @@ def run_one(strategy: str, out: Path, base: dict[str, Any],
             extra: dict[str, Any]) -> dict[str, Any]:
     from edgeprune.fit import FitBudgetNotMetError, FitSettings, fit
 
-    settings = FitSettings(strategy=strategy, **base, **extra)
+    # no trade-off points: the strategies are compared on the measurements their search needs
+    settings = FitSettings(strategy=strategy, **{"tradeoff_points": 0, **base, **extra})
     started = time.monotonic()
     try:
         report = fit(settings, out, force=True).report

@@ -146,6 +146,49 @@ def test_candidates_are_measured_beside_the_unpruned_and_counted(speedup_run: Pa
                 (record["pair_ratios"][0] * record["pair_ratios"][1]) ** 0.5, rel=1e-3)
 
 
+def test_trade_off_points_fill_the_curve_on_both_sides_of_the_budget(speedup_run: Path) -> None:
+    """After the search, tradeoff_points (default 2) more candidates: one at a looser and one at
+    a tighter latency than the choice, each pruned, fine-tuned and measured like any other."""
+    report = _report(speedup_run)
+    state = json.loads((speedup_run / "state.json").read_text())
+    levels = state["tradeoff"]["levels"]
+    chosen_ms, limit = report["chosen"]["latency_ms"], report["latency_limit_ms"]
+    assert len(levels) == 2 and levels[0] > chosen_ms > levels[1]
+    points = [c for c in report["candidates"] if c["kind"] == "tradeoff"]
+    assert points, state["tradeoff"]
+    assert [c["id"] for c in points] == state["tradeoff"]["ids"]
+    for point in points:
+        assert point["measured"] and point["parent"] == report["baseline"]["id"]
+        assert point["widths"] not in [c["widths"] for c in report["candidates"]
+                                       if c["id"] != point["id"]]
+        assert point["predicted_latency_ms"] > 0
+        assert point["meets_budget"] == (point["latency_ms"] <= limit)
+    html = (speedup_run / "report.html").read_text()
+    assert all(c["id"] in html for c in points)
+
+
+def test_trade_off_levels_are_spread_geometrically_nearest_first() -> None:
+    from edgeprune.fit import _tradeoff
+
+    records = {"c0": {"latency_ms": 20.0, "feasible": True},
+               "c1": {"latency_ms": 2.0, "feasible": True},
+               "c2": {"latency_ms": 10.0, "feasible": True}}
+
+    def ctx(n: int) -> Any:
+        return SimpleNamespace(settings=SimpleNamespace(tradeoff_points=n), latency_budget_ms=11.0,
+                               baseline_id="c0", candidate=records.__getitem__,
+                               latency=lambda r: r["latency_ms"], layer_costs=lambda: [])
+
+    state = {"chosen_id": "c2", "floor_id": "c1"}
+    assert _tradeoff.levels(ctx(2), state) == pytest.approx([10 * 2 ** 0.5, 10 / 5 ** 0.5])
+    three = _tradeoff.levels(ctx(3), state)
+    assert three == pytest.approx([10 * 2 ** (1 / 3), 10 / 5 ** 0.5, 10 * 2 ** (2 / 3)])
+    assert _tradeoff.levels(ctx(0), state) == []
+    assert _tradeoff.levels(ctx(2), {"chosen_id": None, "floor_id": "c1"}) == []
+    assert _tradeoff.levels(ctx(2), {"chosen_id": "c2"}) == pytest.approx(
+        [10 * 2 ** (1 / 3), 10 * 2 ** (2 / 3)])  # no floor: both looser
+
+
 def test_report_command_re_renders(speedup_run: Path, capsys: pytest.CaptureFixture) -> None:
     (speedup_run / "report.html").unlink()
     assert main(["report", str(speedup_run), "--format", "json"]) == 0
@@ -163,6 +206,10 @@ def test_interrupt_then_resume_equals_uninterrupted(speedup_run: Path, replay: A
         if event.get("stage") == "fit" and event.get("event") == "floor":
             raise KeyboardInterrupt
 
+    def at_the_first_trade_off_point(event: dict[str, Any]) -> None:
+        if event.get("event") == "tradeoff":
+            raise KeyboardInterrupt
+
     def after_the_final_re_measure(event: dict[str, Any]) -> None:
         if "deployable" in str(event.get("message")):
             raise KeyboardInterrupt
@@ -171,6 +218,10 @@ def test_interrupt_then_resume_equals_uninterrupted(speedup_run: Path, replay: A
         fit(SPEEDUP, out, progress=at_floor)
     state = json.loads((out / "state.json").read_text())
     assert state["phase"] == "search" and not (out / "model").exists()
+    with pytest.raises(KeyboardInterrupt):
+        resume(out, progress=at_the_first_trade_off_point)
+    state = json.loads((out / "state.json").read_text())
+    assert state["phase"] == "tradeoff" and state["tradeoff"]["next"] == 1
     with pytest.raises(KeyboardInterrupt):  # the final phase's re-measures are then lost
         resume(out, progress=after_the_final_re_measure)
     lost = sum(1 for e in _log(out) if e["role"] == "final")
@@ -243,7 +294,9 @@ def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(
 @pytest.mark.slow
 def test_netadapt_meets_a_real_speedup_budget(tmp_path: Path) -> None:
     out = tmp_path / "run"
+    # no trade-off points: one of them could become the choice, and this tests the strategy
     settings = FitSettings(strategy="netadapt", speedup=1.5, round_to=16, max_accuracy_drop=2,
+                           tradeoff_points=0,
                            **{**QUICK, "step_batches": 10, "verify_pairs": 2})
     result = fit(settings, out)
     report = result.report

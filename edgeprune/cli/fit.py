@@ -73,6 +73,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="uniform: stop when the ratio interval is this narrow (default 0.1)")
     search.add_argument("--netadapt-step", type=float, default=None, metavar="F",
                         help="netadapt: latency cut per step, fraction of the unpruned (0.1)")
+    search.add_argument("--tradeoff-points", type=int, default=None, metavar="N",
+                        help="candidates added after the search at looser and tighter latencies "
+                        "to draw the trade-off curve in the report (default 2, 0 = none)")
     search.add_argument("--netadapt-proposals", type=int, default=None, metavar="K",
                         help="netadapt: groups fine-tuned per step, those needing the fewest "
                         "channels removed (default 8, 0 = all)")
@@ -124,7 +127,8 @@ _FLAGS = ("target", "profile", "identity_file", "known_hosts", "accept_new_host_
           "latency_ms", "speedup",
           "max_accuracy_drop", "memory_mb", "size_mb", "strategy", "criterion", "round_to",
           "max_ratio", "max_steps", "uniform_tolerance", "netadapt_step", "netadapt_proposals",
-          "batch_size", "epochs", "final_batches", "step_epochs", "step_batches", "lr",
+          "tradeoff_points", "batch_size", "epochs", "final_batches", "step_epochs",
+          "step_batches", "lr",
           "eval_batches", "measure_batch", "threads", "runs", "warmup", "max_repeats",
           "max_measurements", "noise_margin", "verify_pairs", "exporter", "tflite", "seed")
 

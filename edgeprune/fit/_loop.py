@@ -1,4 +1,5 @@
-"""The fit loop: baseline → smallest allowed model → strategy steps → final fine-tune → report.
+"""The fit loop: baseline → smallest allowed model → strategy steps → trade-off points → final
+fine-tune → report.
 
 State is written to ``state.json`` after every completed step (baseline, floor check, each
 strategy step, the final model) *before* progress is reported, so Ctrl-C at any point loses at
@@ -107,7 +108,7 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
              f"latency budget {_ms(state['latency_limit_ms'])}")
     while state["phase"] == "search":
         if not ctx.can_measure():
-            state["phase"] = "final"
+            state["phase"] = "tradeoff"
             state["search_end"] = "measurement budget spent"
             state["chosen_id"] = _chosen(ctx, strategy, state)
             save("step", "measurement budget spent: search ends")
@@ -115,11 +116,15 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
         state["step"] += 1
         state["strategy_state"], done = strategy.step(ctx, state["strategy_state"], state["step"])
         if done or state["step"] >= settings.max_steps:
-            state["phase"] = "final"
+            state["phase"] = "tradeoff"
             state["chosen_id"] = _chosen(ctx, strategy, state)
         inner = state["strategy_state"].get("inner") if isinstance(
             state["strategy_state"], dict) else None
         save("step", f"{inner or settings.strategy} step done")
+    while state["phase"] == "tradeoff":
+        from edgeprune.fit import _tradeoff
+
+        save("tradeoff", _tradeoff.step(ctx, state))
     if state["phase"] == "final":
         from edgeprune.fit._final import finish
 

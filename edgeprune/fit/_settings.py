@@ -41,6 +41,8 @@ class FitSettings:
     ``max_measurements`` caps the runner invocations of the whole fit; ``noise_margin`` is the
     relative distance from the latency budget within which a result is measured again before it
     is believed; ``verify_pairs`` re-measurements of the final model decide the outcome.
+    ``tradeoff_points``: candidates added after the search at other latencies (looser and
+    tighter budgets) so the report shows the curve (:mod:`edgeprune.fit._tradeoff`); 0 = none.
     """
 
     model: str
@@ -82,6 +84,7 @@ class FitSettings:
     warmup: int = 5
     max_repeats: int = 0  # repeats of a noisy attempt inside one measurement (the runner's own)
     max_measurements: int = 30
+    tradeoff_points: int = 2  # candidates added after the search to draw the trade-off curve
     noise_margin: float = 0.15
     verify_pairs: int = 2
     exporter: str = "auto"
@@ -128,7 +131,7 @@ class FitSettings:
                 raise UsageError(f"{key} must be at least 1", hint=f"set {key} to 1 or more, "
                                  "or leave it out to let fit choose")
         for key in ("step_batches", "final_batches", "eval_batches", "warmup", "max_repeats",
-                    "netadapt_proposals"):
+                    "netadapt_proposals", "tradeoff_points"):
             if getattr(self, key) < 0:
                 raise UsageError(f"{key} must be 0 or more", hint=f"set {key} to 0 or more")
         least = 3 + 2 * self.verify_pairs

@@ -1,0 +1,116 @@
+"""Trade-off points: a few more candidates, after the search, so the report shows the curve.
+
+A search that converges in one or two steps leaves the report with three points (the unpruned
+model, the smallest allowed model, the chosen one), which says little about what relaxing or
+tightening the budget would buy. Here ``tradeoff_points`` more latency levels are spread
+geometrically between the chosen model and the unpruned one (a looser budget) and between the
+chosen model and the smallest allowed one (a tighter budget); levels that an already measured
+candidate sits within 10 % of are skipped. Each level gets widths from the knapsack allocation
+against a roofline latency model fitted on every candidate measured so far (whatever the
+strategy was), a short fine-tune and one device comparison, like any candidate, within the
+fit's measurement cap. A point that meets the budget and is more accurate than the search's
+choice becomes the choice.
+
+One point per completed step: ``state["tradeoff"]`` holds the levels and the next index, so an
+interrupted run resumes here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NEAR = 0.10  # a level this close (relative) to a measured candidate's latency adds nothing
+
+
+def levels(ctx: Any, state: dict[str, Any]) -> list[float]:
+    """The latency levels (ms) to fill in, nearest to the chosen model first."""
+    n = int(ctx.settings.tradeoff_points)
+    chosen_id = state.get("chosen_id")
+    if n <= 0 or ctx.latency_budget_ms is None or chosen_id is None or \
+            not hasattr(ctx, "layer_costs"):
+        return []
+    base = ctx.latency(ctx.candidate(ctx.baseline_id))
+    chosen = ctx.latency(ctx.candidate(chosen_id))
+    floor_id = state.get("floor_id")
+    floor_record = ctx.candidate(floor_id) if floor_id else None
+    floor = ctx.latency(floor_record) if floor_record and floor_record.get("feasible") else None
+    if not base or not chosen or chosen >= base:
+        return []
+    up = n if floor is None or floor >= chosen else (n + 1) // 2
+    down = n - up
+    above = [chosen * (base / chosen) ** (k / (up + 1)) for k in range(1, up + 1)]
+    below = [chosen * (floor / chosen) ** (k / (down + 1)) for k in range(1, down + 1)] \
+        if floor else []
+    ordered: list[float] = []
+    for pair in zip(above, below, strict=False):
+        ordered += list(pair)
+    longer = above if len(above) > len(below) else below
+    ordered += longer[min(len(above), len(below)):]
+    return [round(level, 6) for level in ordered]
+
+
+def step(ctx: Any, state: dict[str, Any]) -> str:
+    """Add the next trade-off point (or finish the phase); returns the progress message."""
+    plan = state.setdefault("tradeoff", {"levels": levels(ctx, state), "next": 0, "ids": []})
+    index = int(plan["next"])
+    if index >= len(plan["levels"]):
+        _rechoose(ctx, state, plan["ids"])
+        state["phase"] = "final"
+        return (f"{len(plan['ids'])} trade-off point{'s' if len(plan['ids']) != 1 else ''} "
+                "added for the report" if plan["levels"] else "no trade-off points to add")
+    level = float(plan["levels"][index])
+    plan["next"] = index + 1
+    label = f"trade-off point {index + 1}/{len(plan['levels'])} at {level:.3g} ms"
+    nearest = _nearest_measured(ctx, state, level)
+    if nearest is not None:
+        return f"{label}: {nearest} is already within {NEAR:.0%} of it, skipped"
+    if not ctx.can_measure(2 if ctx.budgets.relative else 1):
+        plan["next"] = len(plan["levels"])
+        return f"{label}: the measurement budget is spent, no more trade-off points"
+    widths, expected = _allocate(ctx, state, level)
+    for record in state["candidates"]:
+        if record["widths"] == widths and record.get("measured"):
+            return f"{label}: the allocation gives {record['id']}'s widths again, skipped"
+    record = ctx.evaluate(widths, parent=ctx.baseline_id, kind="tradeoff", step=state["step"],
+                          note=f"trade-off point at {level:.3g} ms (expected {expected:.3g} ms)",
+                          predicted_latency_ms=expected)
+    record = ctx.measure(record["id"])
+    plan["ids"] = [*plan["ids"], record["id"]]
+    latency = ctx.latency(record)
+    where = "infeasible" if not record.get("feasible") else \
+        f"{latency:.3g} ms" if latency is not None else "not measured"
+    return f"{label}: {record['id']} top-1 {100 * record['accuracy']:.2f}% at {where}"
+
+
+def _nearest_measured(ctx: Any, state: dict[str, Any], level: float) -> str | None:
+    for record in state["candidates"]:
+        latency = ctx.latency(record) if record.get("feasible") else None
+        if latency and abs(latency / level - 1) <= NEAR:
+            return str(record["id"])
+    return None
+
+
+def _allocate(ctx: Any, state: dict[str, Any], level: float) -> tuple[dict[str, int], float]:
+    from edgeprune.search import measurement_weight
+    from edgeprune.search_knapsack import Cost, RooflineModel, allocate
+
+    cost = Cost(ctx.groups, ctx.layer_costs(), int(getattr(ctx, "measure_batch", 1) or 1))
+    model = RooflineModel(cost)
+    for record in state["candidates"]:
+        latency = ctx.latency(record) if record.get("feasible") else None
+        if latency is not None:
+            model.add(record["widths"], float(latency), measurement_weight(record))
+    return allocate(ctx, model, level)
+
+
+def _rechoose(ctx: Any, state: dict[str, Any], ids: list[str]) -> None:
+    from edgeprune.search import best_meeting
+
+    chosen = state.get("chosen_id")
+    if chosen is None or not ids:
+        return
+    better = best_meeting(ctx, [chosen, *ids])
+    if better is not None and better != chosen:
+        ctx.emit({"stage": "fit", "message": f"trade-off point {better} meets the budget and "
+                  f"is more accurate than {chosen} after the short fine-tune: it is the choice"})
+        state["chosen_id"] = better
