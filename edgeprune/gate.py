@@ -375,6 +375,14 @@ def gate(
         checks = [dataclasses.replace(c, status="fail", reason=f"{c.artifact}: {c.budget} not "
                                       f"checked, {c.reason} (--strict)")
                   if c.status == "skipped" else c for c in checks]
+    if target is not None and profile is not None:
+        from edgeprune.profiles import arch_mismatch
+
+        machines = {m.measurement.get("machine") for m in metrics if m.measurement}
+        for machine in sorted(str(x) for x in machines if x):
+            mismatch = arch_mismatch(profile, machine)
+            if mismatch:
+                notes.append(mismatch)
     for m in metrics:
         if m.measurement and m.measurement.get("noisy"):
             notes.append(f"{m.name}: noisy measurement (CV {m.measurement['cv']:.1%}); latency "
@@ -565,7 +573,8 @@ def _measured(m: ArtifactMetrics, model: Any, target: Any, settings: Any, percen
     return dataclasses.replace(
         m, target=result.where, latency_percentile=percentile,
         latency_ms=result.latency_ms(percentile), peak_rss_mb=result.peak_rss_mb,
-        measurement={k: getattr(result, k) for k in keep})
+        measurement={**{k: getattr(result, k) for k in keep},
+                     "machine": result.device.get("machine")})
 
 
 @contextlib.contextmanager

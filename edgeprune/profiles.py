@@ -17,7 +17,8 @@ from edgeprune import config
 from edgeprune.config import FieldProblem
 from edgeprune.errors import NotFoundError
 
-__all__ = ["Budgets", "Profile", "list_profiles", "load_profile", "load_profile_file"]
+__all__ = ["Budgets", "Profile", "arch_mismatch", "list_profiles", "load_profile",
+           "load_profile_file"]
 
 Percentile = Literal[50, 90, 95, 99]
 RUNTIMES = ("onnxruntime", "tflite", "tensorrt")
@@ -89,6 +90,24 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         return config.to_dict(self)
+
+
+_ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64", "armv8l": "aarch64",
+                 "armv7": "armv7l", "armhf": "armv7l"}
+
+
+def arch_mismatch(profile: Profile | None, machine: str | None) -> str | None:
+    """A one-line note when a device of another architecture is judged on ``profile``'s
+    budgets (e.g. rpi4's absolute latency measured on an x86 laptop), else None."""
+    if profile is None or not machine or profile.arch == "any":
+        return None
+    seen = _ARCH_ALIASES.get(machine.lower(), machine.lower())
+    if seen == profile.arch:
+        return None
+    return (f"profile {profile.name} is for {profile.arch} devices but this was measured on "
+            f"{machine}: its absolute latency budget describes another machine (measure on a "
+            f"{profile.name} device, or budget a ratio to the unpruned model: fit --speedup, "
+            f"gate --latency-ratio with --reference)")
 
 
 def list_profiles(extra_files: Iterable[str | Path] = ()) -> dict[str, tuple[str, Path]]:

@@ -153,6 +153,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         "settings": settings,
         "versions": settings_doc.get("versions", {}),
         "candidates": [{**r, "on_front": r["id"] in front} for r in records],
+        "notes": list(state.get("notes", [])),
     }
 
 
@@ -321,6 +322,7 @@ def _html(report: dict[str, Any]) -> str:
         f"<p>{html.escape(report['latency_note'])}. Strategy: "
         f"{html.escape(str(report['strategy']))}.</p>",
         _table(("", ""), summary),
+        *(f"<p><strong>Note:</strong> {html.escape(n)}</p>" for n in report.get("notes") or []),
         "<h2>Accuracy vs measured latency</h2>", _figure(trade_off_png, report, "trade-off"),
         "<h2>Widths per channel group</h2>", _figure(widths_png, report, "widths"),
         "<h2>Pareto front</h2>",
@@ -371,4 +373,5 @@ def summary_text(report: dict[str, Any]) -> str:
                  f"{len(report['candidates'])} candidates, {report['steps']} steps, "
                  f"{_fmt(report.get('wall_s'))} s" + (f", load average {load}" if load else "")
                  + f"; {report['latency_note']}")
+    lines += [f"  note: {note}" for note in report.get("notes") or []]
     return "\n".join(lines)

@@ -287,6 +287,27 @@ def test_measured_latency_and_memory_on_local_target(
     assert code == 4 and _by_budget(data)["max_peak_rss_mb"]["status"] == "fail"
 
 
+def test_another_architectures_profile_is_flagged(
+        exported: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """rpi4's 100 ms budget judged on this machine: the result says it measured another device."""
+    import platform
+
+    from edgeprune.profiles import arch_mismatch, load_profile
+
+    model = str(exported["single"])
+    code, data, _ = _run(capsys, model, "--target", "local", "--profile", "rpi4", *FAST)
+    notes = [n for n in data["notes"] if "profile rpi4 is for aarch64" in n]
+    if platform.machine() in ("aarch64", "arm64"):
+        assert not notes
+    else:
+        assert len(notes) == 1 and platform.machine() in notes[0], data["notes"]
+    rpi4 = load_profile("rpi4")
+    assert arch_mismatch(rpi4, "arm64") is None and arch_mismatch(rpi4, "aarch64") is None
+    assert "x86_64" in (arch_mismatch(rpi4, "x86_64") or "")
+    assert arch_mismatch(load_profile("local"), "x86_64") is None  # arch "any"
+    assert arch_mismatch(None, "x86_64") is None
+
+
 def test_latency_ratio_needs_a_reference(exported: dict[str, Path]) -> None:
     from edgeprune.measure import MeasureSettings
     from edgeprune.targets import load_target

@@ -408,6 +408,20 @@ class Candidates:
             self.state["device"] = {"target": self.target.where, "runtime": result.runtime,
                                     "runtime_version": result.runtime_version,
                                     "threads": result.threads, **result.device}
+            self._note_arch(str(result.device.get("machine") or ""))
+
+    def _note_arch(self, machine: str) -> None:
+        """An absolute latency budget from a profile of another architecture judges this
+        machine against a device it is not: say so (once, in the report too)."""
+        from edgeprune.profiles import arch_mismatch
+
+        if self.budgets.max_latency_ms is None or \
+                self.budgets.sources.get("max_latency_ms", "").startswith("command line"):
+            return
+        note = arch_mismatch(self.profile, machine)
+        if note and note not in self.state.setdefault("notes", []):
+            self.state["notes"].append(note)
+            self.emit({"stage": "fit", "event": "warning", "message": f"warning: {note}"})
 
     def judge(self, cid: str) -> Record:
         record = self.candidate(cid)
