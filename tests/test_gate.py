@@ -296,6 +296,7 @@ def test_another_architectures_profile_is_flagged(
 
     model = str(exported["single"])
     code, data, _ = _run(capsys, model, "--target", "local", "--profile", "rpi4", *FAST)
+    assert code in (0, 4)  # a budget may fail on this machine; the note is what is checked
     notes = [n for n in data["notes"] if "profile rpi4 is for aarch64" in n]
     if platform.machine() in ("aarch64", "arm64"):
         assert not notes
