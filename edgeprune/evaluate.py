@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import EdgepruneError
 
 Progress = Callable[[dict[str, Any]], None]
@@ -78,6 +79,7 @@ def evaluate(
             for index, batch in enumerate(loader):
                 if max_batches is not None and index >= max_batches:
                     break
+                raise_if_interrupted()
                 images, labels = _unpack(batch)
                 logits = _forward(model, images.to(device), index)
                 counts.add(logits, labels.to(device))

@@ -45,6 +45,7 @@ from typing import Any
 
 from edgeprune import config
 from edgeprune._io import atomic_write_json
+from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import (
     DeviceDiskFullError,
     DeviceOutOfMemoryError,
@@ -331,6 +332,7 @@ def measure(
     attempts: list[dict[str, Any]] = []
     with device.session(files, digest) as run_attempt:
         for attempt in range(1, settings.max_repeats + 2):
+            raise_if_interrupted()
             emit({"stage": "run", "attempt": attempt,
                   "message": f"measuring {path.name} on {target.where}: {settings.warmup} warm-up "
                   f"+ {settings.runs} runs" + (f" (attempt {attempt})" if attempt > 1 else "")})

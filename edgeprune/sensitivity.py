@@ -31,6 +31,7 @@ from torch import nn
 
 from edgeprune import engine
 from edgeprune._io import atomic_write_bytes, atomic_write_text
+from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import PruningError, UsageError
 from edgeprune.evaluate import evaluate
 from edgeprune.prune import PruneConfig, prune
@@ -137,6 +138,7 @@ def analyze(
     for root in roots:
         points = []
         for ratio in ratios:
+            raise_if_interrupted()
             config = PruneConfig(ratio=ratio, criterion=criterion, layer_ratios={root: ratio},
                                  only_listed=True)
             try:

@@ -43,6 +43,7 @@ from torch import nn
 
 from edgeprune._io import atomic_write_bytes, atomic_write_json
 from edgeprune._registry import Registry
+from edgeprune._signals import raise_if_interrupted
 from edgeprune.config import FieldProblem
 from edgeprune.config import from_dict as config_from_dict
 from edgeprune.errors import CheckpointError, ConfigError, UsageError
@@ -479,6 +480,7 @@ def _run_epoch(model: nn.Module, loader: Iterable[Any], val_loader: Iterable[Any
     for index, batch in enumerate(loader):
         if limit and index >= limit:
             break
+        raise_if_interrupted()
         images, labels = batch[0], batch[1]
         teacher_logits = None
         if teacher is not None:

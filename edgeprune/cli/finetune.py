@@ -16,6 +16,9 @@ from edgeprune.cli._common import add_force, add_model_args, positive_int
 from edgeprune.cli._output import Output, table
 from edgeprune.errors import OutputExistsError, UsageError
 
+INTERRUPTED = ("interrupted — checkpoints of the completed epochs are in <out>.ckpt/: run the "
+               "same command with --resume to continue")
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(

@@ -17,6 +17,9 @@ from edgeprune.cli._common import add_force, parse_shape
 from edgeprune.cli._output import Output
 from edgeprune.cli.targets import add_target_options
 
+INTERRUPTED = ("interrupted — the run directory keeps its last completed step: run the same "
+               "command again (or --resume DIR) to continue")
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(

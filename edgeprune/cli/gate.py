@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeprune.cli._common import parse_shape
 from edgeprune.cli._output import Output, table
-from edgeprune.cli.targets import add_target_options, target_from_args, terminate_as_interrupt
+from edgeprune.cli.targets import add_target_options, target_from_args
 
 EPILOG = ("Exit codes: 0 every budget met (skipped ones do not fail unless --strict), 4 a budget "
           "exceeded or a regression over the baseline, 1 error (missing or corrupt artifact, "
@@ -104,12 +104,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
         tolerance = _replace(tolerance, **{key: pct})
     settings = MeasureSettings(runs=args.runs, warmup=args.warmup, max_repeats=args.repeats,
                                use_cache=not args.no_cache)
-    with terminate_as_interrupt():  # a cancelled CI job cleans up the device like Ctrl-C
-        result = g.gate(args.artifacts, budgets, target=target,
-                        baseline=args.baseline or gate_file.baseline, tolerance=tolerance,
-                        reference=args.reference, settings=settings, profile=profile,
-                        input_shape=args.input_shape or gate_file.input_shape,
-                        strict=args.strict, progress=None if out.json else out.progress)
+    # a cancelled CI job (SIGTERM) cleans up the device like Ctrl-C: see cli.main
+    result = g.gate(args.artifacts, budgets, target=target,
+                    baseline=args.baseline or gate_file.baseline, tolerance=tolerance,
+                    reference=args.reference, settings=settings, profile=profile,
+                    input_shape=args.input_shape or gate_file.input_shape,
+                    strict=args.strict, progress=None if out.json else out.progress)
     data = {**result.to_dict(), "profile": profile.name if profile else None}
     if args.junit:
         atomic_write_text(args.junit, result.to_junit())

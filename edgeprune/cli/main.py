@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgeprune import __version__
+from edgeprune._signals import sticky_interrupts
 from edgeprune.cli._output import Output, add_format_flag, split_formats
 from edgeprune.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, EdgepruneError
 
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # command not built yet
         sub = module.add_parser(subparsers)
         add_format_flag(sub, getattr(module, "ARTIFACT_FORMATS", ()))
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _interrupted=getattr(
+            module, "INTERRUPTED", "interrupted — nothing was written; run the command again"))
     return parser
 
 
@@ -72,15 +74,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.environ.get("EDGEPRUNE_DEBUG"):
         warnings.showwarning = _one_line_warning
     try:
-        return int(args._run(args, out) or 0)
+        # Ctrl-C and SIGTERM (a cancelled CI job) stop every command the same way: the signal
+        # sticks (edgeprune._signals), so native code that swallows a KeyboardInterrupt cannot
+        # make a long loop run on; temp files are cleaned up on the way out
+        with sticky_interrupts():
+            return int(args._run(args, out) or 0)
     except EdgepruneError as exc:
         if os.environ.get("EDGEPRUNE_DEBUG"):
             raise
         out.error(exc.one_line(), kind=type(exc).__name__)
         return exc.exit_code
     except KeyboardInterrupt:
-        out.error("interrupted — run the same command again to resume where it can",
-                  kind="Interrupted")
+        out.error(getattr(args, "_interrupted", "interrupted"), kind="Interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_ERROR

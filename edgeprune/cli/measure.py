@@ -10,9 +10,10 @@ from edgeprune.cli._output import Output, table
 from edgeprune.cli.targets import (
     add_target_options,
     target_from_args,
-    terminate_as_interrupt,
 )
 
+INTERRUPTED = ("interrupted — the runner was stopped and its files on the device removed; run "
+               "the command again")
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -69,8 +70,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         input_shapes=tuple(args.input_shape), max_seconds=args.max_seconds,
         cv_threshold=args.cv_threshold, max_repeats=args.repeats, use_cache=not args.no_cache,
         timeout_s=args.timeout)
-    with terminate_as_interrupt():
-        result = measure(artifact, target, settings, profile=profile, progress=out.progress)
+    result = measure(artifact, target, settings, profile=profile, progress=out.progress)
     if result.noisy:
         out.warn(f"noisy measurement: robust CV {result.robust_cv or result.cv:.1%} above "
                  f"{result.cv_threshold:.0%} after "

@@ -7,33 +7,9 @@ Also home of the target options every device command shares (``add_target_option
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 from edgeprune.cli._output import Output, table
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """While talking to a device, treat SIGTERM (a cancelled CI job, ``kill``) like Ctrl-C, so
-    the remote runner is stopped and its temp dir and the device lock are removed on the way
-    out instead of being left behind. Main thread only; elsewhere a no-op."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def add_target_options(p: argparse.ArgumentParser, *, default: str | None = "local") -> None:
@@ -105,8 +81,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return 0
     from edgeprune.measure import probe, readiness_problem
 
-    with terminate_as_interrupt():
-        doc = probe(target, progress=None if out.json else out.progress)
+    doc = probe(target, progress=None if out.json else out.progress)
     doc["target"] = target.name
     problem = readiness_problem(doc, runtimes=_profile_runtimes(args, target))
     doc["ready"] = problem is None
