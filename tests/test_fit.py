@@ -107,6 +107,10 @@ def test_speedup_budget_is_met_on_the_final_re_measure(speedup_run: Path) -> Non
     model = edgeprune.load(speedup_run / "model")
     widths = {n: m.out_channels for n, m in model.named_modules() if hasattr(m, "out_channels")}
     assert widths["features.0"] == chosen["widths"]["features.0"]
+    # the pruning history is kept: what `finetune --recipe partial` unfreezes by default
+    history = json.loads((speedup_run / "model" / "model.json").read_text())["history"]
+    changed = {r for r, w in chosen["widths"].items() if w != base["widths"][r]}
+    assert changed and {step["root"] for step in history} == changed
     csv_lines = (speedup_run / "candidates.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(report["candidates"])
     html = (speedup_run / "report.html").read_text()

@@ -54,6 +54,7 @@ class Candidates:
                                                 seed=settings.seed)
                             if settings.criterion in ("activation", "taylor") else None)
         self._models: dict[str, nn.Module] = {}
+        self._histories: dict[str, list[dict[str, Any]]] = {}
         self._macs: dict[tuple[int, ...], int] = {}
         if "groups" not in state:
             graph = engine.build_graph(self.base_model, self.example)
@@ -223,12 +224,13 @@ class Candidates:
                            "message": f"{note}: same widths as {record['id']}, reused"})
                 return record
         parent_model = self.model(parent)
-        model = self._prune_to(parent_model, parent_record["widths"], widths)
+        model, steps = self._prune_to(parent_model, parent_record["widths"], widths)
         result = self._finetune(model, self.settings.step_epochs, self.settings.step_batches)
         record = self._record(widths, model, kind=kind, step=step, parent=parent,
                               note=note, accuracy=result.final.top1,
                               predicted_latency_ms=predicted_latency_ms)
         self._models[record["id"]] = model
+        self._histories[record["id"]] = [*self.history(parent), *steps]
         self.emit({"stage": "candidate", "id": record["id"],
                    "message": f"{record['id']} {note}: top-1 {100 * record['accuracy']:.2f}% "
                    "after a short fine-tune"})
@@ -242,15 +244,27 @@ class Candidates:
                 self._models[cid] = saving.load(self.run.model_dir(cid)).eval()
         return self._models[cid]
 
+    def history(self, cid: str) -> list[dict[str, Any]]:
+        """The pruning steps from the unpruned model to ``cid`` (saved in its model.json: what
+        ``finetune --recipe partial`` unfreezes by default)."""
+        if cid == self.baseline_id:
+            return []
+        if cid not in self._histories:
+            directory = self.run.model_dir(cid)
+            self._histories[cid] = list(saving.read_manifest(directory).history) \
+                if saving.is_pruned_dir(directory) else []
+        return [dict(step) for step in self._histories[cid]]
+
     def _prune_to(self, model: nn.Module, current: Mapping[str, int],
-                  widths: Mapping[str, int]) -> nn.Module:
+                  widths: Mapping[str, int]) -> tuple[nn.Module, list[dict[str, Any]]]:
         ratios = {root: (current[root] - widths[root]) / current[root]
                   for root in self.groups if widths[root] < current[root]}
         if not ratios:
-            return copy.deepcopy(model)
+            return copy.deepcopy(model), []
         config = PruneConfig(criterion=self.settings.criterion, layer_ratios=ratios,
                              only_listed=True, seed=self.settings.seed)
-        return prune(model, self.example, config, calibration=self.calibration).model
+        result = prune(model, self.example, config, calibration=self.calibration)
+        return result.model, [dict(step) for step in result.history]
 
     def finetune(self, model: nn.Module, epochs: int, batches: int) -> Any:
         return self._finetune(model, epochs, batches)
@@ -348,7 +362,7 @@ class Candidates:
         self._note_device(comparison.own[0])
         if record["kind"] != "baseline":
             saving.save(self.model(cid), self.run.model_dir(cid), spec=self.spec,
-                        input_shape=self.input_shape, force=True)
+                        input_shape=self.input_shape, history=self.history(cid), force=True)
         record["meets_budget"] = self.meets(record)
         return record
 

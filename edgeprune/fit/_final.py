@@ -105,6 +105,7 @@ def _write(ctx: Any, state: dict[str, Any], cid: str, model: Any, accuracy: floa
 
     run, settings = ctx.run, ctx.settings
     saving.save(model, run.path / "model", spec=ctx.spec, input_shape=ctx.input_shape,
+                history=ctx.history(cid),
                 force=True, extra={"fit": {"candidate": cid, "accuracy": accuracy}})
     deployable = run.path / "model.onnx"
     export_onnx(model, ctx.measure_input[:1], deployable, exporter=settings.exporter, force=True)
