@@ -124,6 +124,7 @@ key="$suite arm64 minbase+python3 ${pins[*]}"
 build() {
   local new="$root.build" t0=$SECONDS
   remove_tree "$new"
+  trap 'remove_tree "$root.build"' EXIT  # a failed build leaves nothing behind
   log "debootstrap --foreign $suite arm64 into $new (from $mirror)"
   local dlog
   dlog="$(mktemp /tmp/edgeprune-arm64-debootstrap.XXXXXX.log)"
@@ -170,6 +171,7 @@ build() {
   local old="$root.old.$$"
   if [ -e "$root" ]; then unmount_proc "$root"; mv "$root" "$old"; fi
   mv "$new" "$root"
+  trap - EXIT
   remove_tree "$old"
   log "built $root in $((SECONDS - t0)) s ($(du -sh --one-file-system "$root" | cut -f1))"
 }

@@ -58,5 +58,10 @@ fi
 
 if [ "$want_test" = 1 ]; then
   bash "$here/scripts/prepare_test_device.sh"
+  # The emulated ARM64 device (docs/arm64-device.md): about a minute and ~400 MB the first time;
+  # where it cannot be built (not root, no binfmt_misc, no Debian mirror) the arm64 tests skip
+  # and say why.
+  bash "$here/scripts/prepare_arm64_device.sh" \
+    || log "no arm64 test device here: the tests marked arm64 skip"
 fi
 log "ready: $venv/bin/edgeprune"

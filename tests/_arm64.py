@@ -23,7 +23,6 @@ from tests._sshd import skip_reason as sshd_skip_reason
 ARM_ROOT = Path(os.environ.get("EDGEPRUNE_ARM64_DIR", "/opt/edgeprune-arm64"))
 ARM_USER = "edgeprune-arm"
 ARM_PYTHON = "/usr/bin/python3"  # inside the root
-ARM_SITE = ARM_ROOT / "usr/local/lib/python3.11/dist-packages"
 STAMP = ARM_ROOT / ".edgeprune-arm64-stamp"
 PREPARE = REPO / "scripts" / "prepare_arm64_device.sh"
 
@@ -45,7 +44,7 @@ def skip_reason() -> str | None:
 
 def installed_version(dist: str) -> str | None:
     """The version of ``dist`` installed in the root, read from its ``.dist-info`` name."""
-    for info in ARM_SITE.glob(f"{dist}-*.dist-info"):
+    for info in ARM_ROOT.glob(f"usr/local/lib/python3*/dist-packages/{dist}-*.dist-info"):
         return info.name[len(dist) + 1:-len(".dist-info")]
     return None
 
