@@ -151,13 +151,16 @@ def test_candidates_are_measured_beside_the_unpruned_and_counted(speedup_run: Pa
 
 
 def test_trade_off_points_fill_the_curve_on_both_sides_of_the_budget(speedup_run: Path) -> None:
-    """After the search, tradeoff_points (default 2) more candidates: one at a looser and one at
-    a tighter latency than the choice, each pruned, fine-tuned and measured like any other."""
+    """After the search, tradeoff_points (default 3) more candidates: a safety point a noise
+    margin under the choice, one looser, one tighter; each pruned, fine-tuned and measured like
+    any other, within the measurement cap."""
     report = _report(speedup_run)
     state = json.loads((speedup_run / "state.json").read_text())
     levels = state["tradeoff"]["levels"]
-    chosen_ms, limit = report["chosen"]["latency_ms"], report["latency_limit_ms"]
-    assert len(levels) == 2 and levels[0] > chosen_ms > levels[1]
+    limit = report["latency_limit_ms"]
+    around = next(c for c in report["candidates"] if c["id"] == state["tradeoff"]["around"])
+    # noise_margin 0.99 leaves no room for a safety point: one looser, one tighter, one looser
+    assert len(levels) == 3 and levels[2] > levels[0] > around["latency_ms"] > levels[1]
     points = [c for c in report["candidates"] if c["kind"] == "tradeoff"]
     assert points, state["tradeoff"]
     assert [c["id"] for c in points] == state["tradeoff"]["ids"]
@@ -171,26 +174,31 @@ def test_trade_off_points_fill_the_curve_on_both_sides_of_the_budget(speedup_run
     assert all(c["id"] in html for c in points)
 
 
-def test_trade_off_levels_are_spread_geometrically_nearest_first() -> None:
+def test_trade_off_levels_safety_point_first_then_spread_geometrically() -> None:
     from edgeprune.fit import _tradeoff
 
     records = {"c0": {"latency_ms": 20.0, "feasible": True},
                "c1": {"latency_ms": 2.0, "feasible": True},
                "c2": {"latency_ms": 10.0, "feasible": True}}
 
-    def ctx(n: int) -> Any:
-        return SimpleNamespace(settings=SimpleNamespace(tradeoff_points=n), latency_budget_ms=11.0,
-                               baseline_id="c0", candidate=records.__getitem__,
-                               latency=lambda r: r["latency_ms"], layer_costs=lambda: [])
+    def ctx(n: int, margin: float = 0.2) -> Any:
+        return SimpleNamespace(settings=SimpleNamespace(tradeoff_points=n, noise_margin=margin),
+                               latency_budget_ms=11.0, baseline_id="c0",
+                               candidate=records.__getitem__, latency=lambda r: r["latency_ms"],
+                               layer_costs=lambda: [])
 
     state = {"chosen_id": "c2", "floor_id": "c1"}
-    assert _tradeoff.levels(ctx(2), state) == pytest.approx([10 * 2 ** 0.5, 10 / 5 ** 0.5])
-    three = _tradeoff.levels(ctx(3), state)
-    assert three == pytest.approx([10 * 2 ** (1 / 3), 10 / 5 ** 0.5, 10 * 2 ** (2 / 3)])
+    # safety point 20 % under the choice, then one looser (geometric to the unpruned 20 ms),
+    # one tighter (geometric from the safety point to the smallest model's 2 ms)
+    assert _tradeoff.levels(ctx(3), state) == pytest.approx([8.0, 10 * 2 ** 0.5, 4.0])
+    assert _tradeoff.levels(ctx(1), state) == pytest.approx([8.0])
+    assert _tradeoff.levels(ctx(2), state) == pytest.approx([8.0, 10 * 2 ** 0.5])
+    assert _tradeoff.levels(ctx(2, margin=0), state) == pytest.approx(
+        [10 * 2 ** 0.5, 10 / 5 ** 0.5])  # no margin: no safety point
     assert _tradeoff.levels(ctx(0), state) == []
-    assert _tradeoff.levels(ctx(2), {"chosen_id": None, "floor_id": "c1"}) == []
-    assert _tradeoff.levels(ctx(2), {"chosen_id": "c2"}) == pytest.approx(
-        [10 * 2 ** (1 / 3), 10 * 2 ** (2 / 3)])  # no floor: both looser
+    assert _tradeoff.levels(ctx(3), {"chosen_id": None, "floor_id": "c1"}) == []
+    assert _tradeoff.levels(ctx(3), {"chosen_id": "c2"}) == pytest.approx(
+        [8.0, 10 * 2 ** (1 / 3), 10 * 2 ** (2 / 3)])  # no floor: the rest looser
 
 
 def test_report_command_re_renders(speedup_run: Path, capsys: pytest.CaptureFixture) -> None:
@@ -298,7 +306,7 @@ def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(
 @pytest.mark.slow
 def test_netadapt_meets_a_real_speedup_budget(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    # no trade-off points: one of them could become the choice, and this tests the strategy
+    # no trade-off points: this tests the strategy's own search
     settings = FitSettings(strategy="netadapt", speedup=1.5, round_to=16, max_accuracy_drop=2,
                            tradeoff_points=0,
                            **{**QUICK, "step_batches": 10, "verify_pairs": 2})

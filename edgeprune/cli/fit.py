@@ -77,8 +77,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     search.add_argument("--netadapt-step", type=float, default=None, metavar="F",
                         help="netadapt: latency cut per step, fraction of the unpruned (0.1)")
     search.add_argument("--tradeoff-points", type=int, default=None, metavar="N",
-                        help="candidates added after the search at looser and tighter latencies "
-                        "to draw the trade-off curve in the report (default 2, 0 = none)")
+                        help="candidates added after the search — a safety point --noise-margin "
+                        "below the choice (the fallback if its final re-measure misses), then "
+                        "looser and tighter latencies — to draw the trade-off curve in the "
+                        "report (default 3, 0 = none)")
     search.add_argument("--netadapt-proposals", type=int, default=None, metavar="K",
                         help="netadapt: groups fine-tuned per step, those needing the fewest "
                         "channels removed (default 8, 0 = all)")

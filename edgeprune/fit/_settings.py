@@ -41,8 +41,10 @@ class FitSettings:
     ``max_measurements`` caps the runner invocations of the whole fit; ``noise_margin`` is the
     relative distance from the latency budget within which a result is measured again before it
     is believed; ``verify_pairs`` re-measurements of the final model decide the outcome.
-    ``tradeoff_points``: candidates added after the search at other latencies (looser and
-    tighter budgets) so the report shows the curve (:mod:`edgeprune.fit._tradeoff`); 0 = none.
+    ``tradeoff_points``: candidates added after the search at other latencies (a safety point
+    ``noise_margin`` below the choice — the first fallback if the final re-measure misses —
+    then looser and tighter budgets) so the report shows the curve
+    (:mod:`edgeprune.fit._tradeoff`); 0 = none.
     """
 
     model: str
@@ -84,7 +86,7 @@ class FitSettings:
     warmup: int = 5
     max_repeats: int = 0  # repeats of a noisy attempt inside one measurement (the runner's own)
     max_measurements: int = 30
-    tradeoff_points: int = 2  # candidates added after the search to draw the trade-off curve
+    tradeoff_points: int = 3  # candidates added after the search to draw the trade-off curve
     noise_margin: float = 0.15
     verify_pairs: int = 2
     exporter: str = "auto"

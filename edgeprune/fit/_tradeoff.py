@@ -2,14 +2,19 @@
 
 A search that converges in one or two steps leaves the report with three points (the unpruned
 model, the smallest allowed model, the chosen one), which says little about what relaxing or
-tightening the budget would buy. Here ``tradeoff_points`` more latency levels are spread
-geometrically between the chosen model and the unpruned one (a looser budget) and between the
-chosen model and the smallest allowed one (a tighter budget); levels that an already measured
-candidate sits within 10 % of are skipped. Each level gets widths from the knapsack allocation
+tightening the budget would buy. Here ``tradeoff_points`` more latency levels are added, in
+this order: a *safety point* ``noise_margin`` below the chosen model (the first fallback when the
+chosen model misses the budget on its final re-measure — noise on a busy machine — and the
+answer to "what would 15 % more speed cost?"), then levels spread geometrically between the
+chosen model and the unpruned one (a looser budget) and between the safety point and the
+smallest allowed model (a tighter one); levels that an already measured candidate sits within
+10 % of are skipped. Each level gets widths from the knapsack allocation
 against a roofline latency model fitted on every candidate measured so far (whatever the
 strategy was), a short fine-tune and one device comparison, like any candidate, within the
-fit's measurement cap. A point that meets the budget and is more accurate than the search's
-choice becomes the choice.
+fit's measurement cap. They do not replace the search's choice (a few tenths of a point of
+short-fine-tune accuracy are noise, and the least pruning that meets the budget keeps the most
+capacity for the final fine-tune); points under the budget are fallbacks if the choice misses
+on its final re-measure.
 
 One point per completed step: ``state["tradeoff"]`` holds the levels and the next index, so an
 interrupted run resumes here.
@@ -23,7 +28,7 @@ NEAR = 0.10  # a level this close (relative) to a measured candidate's latency a
 
 
 def levels(ctx: Any, state: dict[str, Any]) -> list[float]:
-    """The latency levels (ms) to fill in, nearest to the chosen model first."""
+    """The latency levels (ms) to fill in, in the order they are made (see the module)."""
     n = int(ctx.settings.tradeoff_points)
     chosen_id = state.get("chosen_id")
     if n <= 0 or ctx.latency_budget_ms is None or chosen_id is None or \
@@ -31,30 +36,37 @@ def levels(ctx: Any, state: dict[str, Any]) -> list[float]:
         return []
     base = ctx.latency(ctx.candidate(ctx.baseline_id))
     chosen = ctx.latency(ctx.candidate(chosen_id))
+    if not base or not chosen or chosen >= base:
+        return []
     floor_id = state.get("floor_id")
     floor_record = ctx.candidate(floor_id) if floor_id else None
     floor = ctx.latency(floor_record) if floor_record and floor_record.get("feasible") else None
-    if not base or not chosen or chosen >= base:
-        return []
-    up = n if floor is None or floor >= chosen else (n + 1) // 2
-    down = n - up
+    margin = float(getattr(ctx.settings, "noise_margin", 0.0) or 0.0)
+    safety = chosen * (1 - margin) if margin > 0 else None
+    if safety is not None and floor is not None and safety <= floor * (1 + NEAR):
+        safety = None  # no room between the chosen model and the smallest allowed one
+    ordered = [safety] if safety is not None else []
+    rest = n - len(ordered)
+    low = safety or chosen
+    room_below = floor is not None and floor * (1 + NEAR) < low
+    up = rest if not room_below else (rest + 1) // 2
+    down = rest - up
     above = [chosen * (base / chosen) ** (k / (up + 1)) for k in range(1, up + 1)]
-    below = [chosen * (floor / chosen) ** (k / (down + 1)) for k in range(1, down + 1)] \
-        if floor else []
-    ordered: list[float] = []
+    below = [low * (floor / low) ** (k / (down + 1)) for k in range(1, down + 1)] \
+        if room_below and floor else []
     for pair in zip(above, below, strict=False):
         ordered += list(pair)
     longer = above if len(above) > len(below) else below
     ordered += longer[min(len(above), len(below)):]
-    return [round(level, 6) for level in ordered]
+    return [round(level, 6) for level in ordered[:n]]
 
 
 def step(ctx: Any, state: dict[str, Any]) -> str:
     """Add the next trade-off point (or finish the phase); returns the progress message."""
-    plan = state.setdefault("tradeoff", {"levels": levels(ctx, state), "next": 0, "ids": []})
+    plan = state.setdefault("tradeoff", {"levels": levels(ctx, state), "next": 0, "ids": [],
+                                         "around": state.get("chosen_id")})
     index = int(plan["next"])
     if index >= len(plan["levels"]):
-        _rechoose(ctx, state, plan["ids"])
         state["phase"] = "final"
         return (f"{len(plan['ids'])} trade-off point{'s' if len(plan['ids']) != 1 else ''} "
                 "added for the report" if plan["levels"] else "no trade-off points to add")
@@ -64,7 +76,9 @@ def step(ctx: Any, state: dict[str, Any]) -> str:
     nearest = _nearest_measured(ctx, state, level)
     if nearest is not None:
         return f"{label}: {nearest} is already within {NEAR:.0%} of it, skipped"
-    if not ctx.can_measure(2 if ctx.budgets.relative else 1):
+    # keep room for the final checks twice over: the chosen model's and one fallback's
+    needed = (2 if ctx.budgets.relative else 1) + int(getattr(ctx, "reserve", 0))
+    if not ctx.can_measure(needed):
         plan["next"] = len(plan["levels"])
         return f"{label}: the measurement budget is spent, no more trade-off points"
     widths, expected = _allocate(ctx, state, level)
@@ -101,16 +115,3 @@ def _allocate(ctx: Any, state: dict[str, Any], level: float) -> tuple[dict[str, 
         if latency is not None:
             model.add(record["widths"], float(latency), measurement_weight(record))
     return allocate(ctx, model, level)
-
-
-def _rechoose(ctx: Any, state: dict[str, Any], ids: list[str]) -> None:
-    from edgeprune.search import best_meeting
-
-    chosen = state.get("chosen_id")
-    if chosen is None or not ids:
-        return
-    better = best_meeting(ctx, [chosen, *ids])
-    if better is not None and better != chosen:
-        ctx.emit({"stage": "fit", "message": f"trade-off point {better} meets the budget and "
-                  f"is more accurate than {chosen} after the short fine-tune: it is the choice"})
-        state["chosen_id"] = better
