@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,6 +86,23 @@ _FORMS = ("use torchvision:NAME[(k=v,...)], builtin:NAME, path/file.py:factory, 
           "package.module:factory, or a pruned model directory")
 
 
+def absolute_spec(text: str, *, base: str | os.PathLike[str] | None = None) -> str:
+    """``text`` with the path of a ``file.py:factory`` spec made absolute (other specs as is).
+
+    A relative path is taken relative to ``base`` (default: the current directory), so a spec
+    stored in a pruned directory's manifest still works from any directory later.
+    """
+    try:
+        spec = parse_model_spec(text)
+    except ModelSpecError:
+        return text  # not ours to judge here; loading the spec reports it
+    if spec.kind != "file" or Path(spec.target).expanduser().is_absolute():
+        return spec.text
+    head, _, tail = _rsplit_factory(spec.text)
+    root = Path(base) if base is not None else Path.cwd()
+    return f"{os.path.normpath(root / Path(head).expanduser())}:{tail}"
+
+
 def _rsplit_factory(raw: str) -> tuple[str, str, str]:
     """Split ``head:factory(args)`` at the colon before the factory (args may hold colons)."""
     paren = raw.find("(")
@@ -136,6 +154,7 @@ def load_model(spec: str | ModelSpec, *, weights: str | Path | None = None) -> A
     if weights is not None:
         load_weights(model, weights)
     model.eval()
+    model.edgeprune_spec = parsed.text  # names the model in later messages (e.g. a teacher's)
     return model
 
 
@@ -200,7 +219,7 @@ _IMPORT_WORDING = Wording(
     module_prefix="_edgeprune_user_",
     no_file=("model file {target!r} does not exist", "check the path before ':factory'"),
     not_python=("cannot import {target!r}", "is it a Python file?"),
-    file_failed_hint="fix the error in that file",
+    file_failed_hint="fix the error in that file (EDGEPRUNE_DEBUG=1 shows the traceback)",
     no_module=("cannot import module {target!r}: {exc}", "install it or put it on PYTHONPATH"),
     module_failed_hint="fix the error in that module (EDGEPRUNE_DEBUG=1 shows the traceback)",
 )
@@ -216,13 +235,28 @@ def _build_factory(spec: ModelSpec) -> Any:
         raise ModelSpecError(f"{spec.target!r} has no factory {spec.factory!r}",
                              hint=f"did you mean :{close[0]}?" if close else
                              "name a function that returns an nn.Module")
-    model = factory(**dict(spec.kwargs))
+    model = _call_factory(spec, factory)
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise ModelSpecError(f"{spec.text!r} returned {type(model).__name__}, not an nn.Module",
                              hint="the factory must return a torch.nn.Module")
     return model
+
+
+def _call_factory(spec: ModelSpec, factory: Any) -> Any:
+    """Run the user's factory; whatever it raises becomes one line naming the spec."""
+    from edgeprune.errors import EdgepruneError
+
+    try:
+        return factory(**dict(spec.kwargs))
+    except EdgepruneError:
+        raise  # already one line that names its fix
+    except Exception as exc:
+        detail = " ".join(str(exc).split()) or "(no message)"
+        raise ModelSpecError(f"model factory {spec.text!r} raised {type(exc).__name__}: "
+                             f"{detail}", hint="fix the factory or its arguments "
+                             "(EDGEPRUNE_DEBUG=1 shows the traceback)") from exc
 
 
 # --- weights -----------------------------------------------------------------------------------
@@ -249,7 +283,7 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
-            f"{str(path)!r} needs arbitrary unpickling to load ({str(exc).splitlines()[0]}); "
+            f"{str(path)!r} needs arbitrary unpickling to load ({_unpickling_reason(exc)}); "
             "refused without running it",
             hint="save a plain state dict (torch.save(model.state_dict(), f)) or safetensors",
         ) from None
@@ -267,6 +301,20 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{str(path)!r} does not hold a state dict of tensors",
                               hint="save model.state_dict(), not the model object")
     return {str(k).removeprefix("module."): v for k, v in obj.items()}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """Why torch refused a pickle, as plain text: the global it needs, else its first line."""
+    text = _ANSI.sub("", str(exc))
+    found = _GLOBAL.search(text)
+    if found:
+        return f"it references {found.group(1)}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return " ".join(first.split()) or type(exc).__name__
 
 
 def apply_masks(state: Mapping[str, Any]) -> dict[str, Any]:

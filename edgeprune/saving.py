@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune._io import default_mode
-from edgeprune.errors import CheckpointError, NotFoundError, OutputExistsError
+from edgeprune.errors import CheckpointError, ModelSpecError, NotFoundError, OutputExistsError
 
 FORMAT = "edgeprune.pruned-model"
 VERSION = 1
@@ -84,10 +84,17 @@ def _jsonable(value: Any) -> Any:
 def save(model: Any, path: str | os.PathLike[str], *, spec: str,
          input_shape: Sequence[int] | None = None, history: Sequence[Any] = (),
          extra: Mapping[str, Any] | None = None, force: bool = False) -> Path:
-    """Write ``model`` as a pruned-model directory, atomically (a temp dir renamed into place)."""
+    """Write ``model`` as a pruned-model directory, atomically (a temp dir renamed into place).
+
+    A ``file.py:factory`` spec is stored with the file's absolute path, so the directory loads
+    from any working directory.
+    """
     from safetensors.torch import save_file
 
     from edgeprune import __version__
+    from edgeprune.models import absolute_spec
+
+    spec = absolute_spec(spec)
 
     out = Path(path)
     if out.exists() and not force:
@@ -152,10 +159,49 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise CheckpointError(f"{str(p)!r} was written by a newer edgeprune "
                               f"(format {data['version']})", hint="upgrade edgeprune")
     shape = data.get("input_shape")
-    return Manifest(spec=data["spec"], input_shape=tuple(shape) if shape else None,
+    return Manifest(spec=_locate_spec(data["spec"], p), input_shape=tuple(shape) if shape else None,
                     modules=data.get("modules", {}), weights_sha256=data.get("weights_sha256", ""),
                     history=data.get("history", []), extra=data.get("extra", {}),
                     edgeprune_version=data.get("edgeprune_version", ""))
+
+
+def _relative_file(spec: str) -> str | None:
+    """The relative ``.py`` path of a ``file.py:factory`` spec (None for any other spec)."""
+    from edgeprune import models
+
+    try:
+        parsed = models.parse_model_spec(spec)
+    except ModelSpecError:
+        return None
+    if parsed.kind != "file" or Path(parsed.target).expanduser().is_absolute():
+        return None
+    return parsed.target
+
+
+def _locate_spec(spec: str, directory: Path) -> str:
+    """A relative ``file.py`` spec (written before paths were stored absolute) that does not
+    exist from the current directory is looked for next to the model directory too."""
+    from edgeprune.models import absolute_spec
+
+    target = _relative_file(spec)
+    if target is None or Path(target).is_file():
+        return spec
+    beside = directory.absolute().parent
+    if (beside / target).is_file():
+        return absolute_spec(spec, base=beside)
+    return spec
+
+
+def _check_spec_file(spec: str, directory: Path) -> None:
+    target = _relative_file(spec)
+    if target is None or Path(target).is_file():
+        return
+    tried = (os.path.abspath(target), os.path.normpath(directory.absolute().parent / target))
+    raise ModelSpecError(
+        f"model file {target!r} named in {str(directory / MANIFEST)!r} is neither at "
+        f"{tried[0]!r} (the current directory) nor at {tried[1]!r} (next to the model)",
+        hint="run from the directory the model was pruned in, or put the file next to the model "
+        "directory")
 
 
 def load(path: str | os.PathLike[str]) -> Any:
@@ -173,6 +219,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     if manifest.weights_sha256 and _sha256(weights) != manifest.weights_sha256:
         raise CheckpointError(f"{str(weights)!r} does not match the checksum in its manifest",
                               hint="the file was changed or damaged; write the model again")
+    _check_spec_file(manifest.spec, p)
     spec = models.parse_model_spec(manifest.spec)
     if spec.kind == "builtin":
         model = models._build_builtin(spec, load_shipped=False)

@@ -30,6 +30,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -408,6 +409,8 @@ def finetune(
     ckpt = _Checkpoints(Path(checkpoint_dir)) if checkpoint_dir is not None else None
     emit = progress or (lambda _event: None)
     with set_threads(recipe.num_threads):
+        if teacher is not None:  # before seeding: reading a batch may draw from the RNGs
+            check_teacher(teacher, model, val_loader)
         trainable = _trainable_modules(model, recipe, pruned_layers)
         state = _State()
         torch.manual_seed(recipe.seed)
@@ -463,6 +466,69 @@ def finetune(
         recipe=recipe, history=tuple(state.history), best_epoch=state.best_epoch,
         best_val_top1=max(state.best_top1, 0.0), final=final, stopped_early=state.stopped_early,
         resumed_from_epoch=resumed_from, trainable_params=n_trainable, restored_best=restored)
+
+
+def check_teacher(teacher: nn.Module, student: nn.Module, loader: Iterable[Any]) -> None:
+    """Refuse a teacher that cannot teach ``student`` on ``loader``'s images, before training.
+
+    One real batch goes through both (eval mode, no gradients): the teacher must accept the
+    images and return the student's output shape. A teacher with the student's very weights
+    (the unpruned model handed over as its own teacher) only warns: the run works but learns
+    nothing from the teacher.
+    """
+    from edgeprune.evaluate import first_batch, forward_checked
+
+    name = _model_name(teacher)
+    images = first_batch(loader)
+    if images is None:
+        return  # an empty loader: training reports it
+    with _eval_mode(teacher, student), torch.no_grad():
+        wanted = tuple(forward_checked(student, images).shape)
+        try:
+            got = tuple(teacher(images).shape)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            first = " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
+            raise UsageError(
+                f"the teacher {name} does not accept the student's images of shape "
+                f"{tuple(images.shape[1:])}: {first}", hint=_TEACHER_HINT) from None
+    if got != wanted:
+        raise UsageError(f"the teacher {name} returns shape {got[1:]} per batch of "
+                         f"{images.shape[0]} images, the student {wanted[1:]}",
+                         hint=_TEACHER_HINT)
+    if teacher is student or _same_weights(teacher, student):
+        warnings.warn(f"the teacher {name} has the same architecture and weights as the "
+                      "student: distilling from itself teaches it nothing — distil a pruned "
+                      "model from its unpruned original, or use the 'full' recipe",
+                      UserWarning, stacklevel=3)
+
+
+_TEACHER_HINT = ("distil from the unpruned model the student was pruned from (CLI: --teacher "
+                 "SPEC --teacher-weights FILE): it takes the same images and has the same outputs")
+
+
+def _model_name(model: nn.Module) -> str:
+    spec = getattr(model, "edgeprune_spec", None)
+    return repr(spec) if isinstance(spec, str) else f"({type(model).__name__})"
+
+
+@contextmanager
+def _eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Eval mode for a side-effect-free forward pass (BatchNorm keeps its statistics)."""
+    modes = [m.training for m in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype
+        and torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _run_epoch(model: nn.Module, loader: Iterable[Any], val_loader: Iterable[Any],

@@ -14,6 +14,7 @@ import pickle
 import struct
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -360,6 +361,68 @@ def test_imagefolder_errors(tmp_path: Path, grey_folder: Path, digit_pixels: Any
     (mixed / "b" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataSpecError, match="broken.png"):
         load_data(f"imagefolder:{mixed}", input_shape=(1, 16, 16))
+
+
+def test_blank_images_are_refused_instead_of_dividing_by_zero(tmp_path: Path) -> None:
+    blank = np.zeros((3, 28, 28), dtype=np.uint8)  # all-black PNGs, one pool, no split
+    for cls in ("a", "b"):
+        write_pngs(tmp_path / "blank" / cls, blank)
+    with pytest.raises(DataSpecError) as info:
+        load_data(f"imagefolder:{tmp_path / 'blank'}", input_shape=(1, 28, 28))
+    message = str(info.value)
+    assert "zero variance" in message and "--normalization none" in message
+    assert "\n" not in message
+    rgb = np.zeros((3, 8, 8, 3), dtype=np.uint8)
+    for cls in ("a", "b"):
+        write_pngs(tmp_path / "blank_rgb" / cls, rgb, mode="RGB")
+    with pytest.raises(DataSpecError, match="zero variance"):
+        load_data(f"imagefolder:{tmp_path / 'blank_rgb'}", normalization="dataset")
+    plain = load_data(f"imagefolder:{tmp_path / 'blank'}", input_shape=(1, 28, 28),
+                      normalization="none")
+    assert plain.std is None and torch.equal(next(iter(plain.val))[0],
+                                             torch.zeros(2, 1, 28, 28))
+
+
+# --- evaluation against the data's classes ------------------------------------------------------
+
+
+def test_fewer_classes_than_outputs_warns_and_drops_top5(grey_folder: Path) -> None:
+    from edgeprune.evaluate import evaluate
+    from edgeprune.models import load_model
+
+    bundle = load_data(f"imagefolder:{grey_folder}", input_shape=(1, 28, 28))  # 3 real classes
+    with pytest.warns(UserWarning, match="10 outputs but the data has 3 classes"):
+        result = evaluate(load_model("builtin:mnist-cnn"), bundle.val)
+    assert result.top5 is None and result.data_num_classes == 3 and result.num_classes == 10
+    assert 0.0 < result.top1 <= 1.0
+    digits = load_data("builtin:digits", input_shape=(1, 28, 28))  # 10 classes: no warning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*outputs but the data has")
+        full = evaluate(load_model("builtin:mnist-cnn"), digits.val)
+    assert full.top5 is not None and full.data_num_classes == 10
+
+
+def test_top5_is_never_below_top1_and_nan_never_reaches_a_result() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from edgeprune.evaluate import EvaluationError, evaluate
+    from edgeprune.models import load_model
+
+    x, y = all_batches(load_data("builtin:digits", normalization="none").val)
+    zeros = x[y == 0]
+    dead = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.nn.init.zeros_(dead[1].weight)
+    torch.nn.init.zeros_(dead[1].bias)  # every logit ties: argmax says 0, topk may not
+    tied = evaluate(dead, DataLoader(TensorDataset(zeros, y[y == 0]), batch_size=16))
+    assert tied.top1 == 1.0 and tied.top5 == 1.0
+    # what a std of 0 used to do: (x - mean) / 0 gives NaN and inf pixels
+    images = F.interpolate(x[:32], size=(28, 28), mode="bilinear", align_corners=False)
+    broken = DataLoader(TensorDataset((images - images.mean()) / 0.0, y[:32]), batch_size=16)
+    with pytest.raises(EvaluationError, match="NaN or infinite outputs"):
+        evaluate(load_model("builtin:mnist-cnn"), broken)
+    huge = torch.tensor([[3e38, -3e38]] * 6)  # finite logits whose cross-entropy is inf
+    with pytest.raises(EvaluationError, match="cross-entropy"):
+        evaluate(torch.nn.Identity(), DataLoader(TensorDataset(huge, torch.ones(6).long())))
 
 
 # --- CIFAR-10 batches ---------------------------------------------------------------------------

@@ -168,3 +168,41 @@ def test_mismatched_and_missing_weights(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         models.load_model("builtin:mnist-cnn", weights=tmp_path / "junk.pt")
+
+
+def test_a_factory_that_raises_is_one_line_naming_the_spec(tmp_path, monkeypatch):
+    src = tmp_path / "badnet.py"
+    src.write_text("import torch.nn as nn\n"
+                   "def boom():\n    raise ValueError('bad config')\n"
+                   "def make(width=4):\n    return nn.Conv2d(1, width, 3)\n")
+    with pytest.raises(ModelSpecError) as info:
+        models.load_model(f"{src}:boom")
+    message = str(info.value)
+    assert f"model factory '{src}:boom' raised ValueError: bad config" in message
+    assert "EDGEPRUNE_DEBUG=1" in message and "\n" not in message
+    assert isinstance(info.value.__cause__, ValueError)  # the traceback behind EDGEPRUNE_DEBUG
+    with pytest.raises(ModelSpecError, match=r"raised TypeError: .*unexpected keyword"):
+        models.load_model(f"{src}:make(depth=2)")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelSpecError, match="model factory 'badnet:boom' raised ValueError"):
+        models.load_model("badnet:boom")
+
+
+def test_refused_pickle_message_is_plain_text(tmp_path):
+    path = tmp_path / "whole_model.pt"
+    torch.save(torch.nn.Linear(2, 2), path)  # the whole module object: needs its class
+    with pytest.raises(UnsafeCheckpointError) as info:
+        models.load_model("builtin:mnist-cnn", weights=path)
+    message = str(info.value)
+    assert "\x1b" not in message and "[1m" not in message  # torch's own text has ANSI bold
+    assert "it references torch.nn.modules.linear.Linear" in message
+
+
+def test_absolute_spec_and_the_spec_a_model_remembers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert models.absolute_spec("net.py:make(width=2)") == f"{tmp_path / 'net.py'}:make(width=2)"
+    assert models.absolute_spec("../x/net.py:make") == f"{tmp_path.parent / 'x' / 'net.py'}:make"
+    assert models.absolute_spec("net.py:make", base="/srv") == "/srv/net.py:make"
+    for unchanged in ("/abs/net.py:make", "builtin:mnist-cnn", "pkg.mod:make", "resnet18"):
+        assert models.absolute_spec(unchanged) == unchanged
+    assert models.load_model("builtin:mnist-cnn").edgeprune_spec == "builtin:mnist-cnn"

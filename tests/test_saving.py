@@ -10,7 +10,7 @@ from torch import nn
 
 import edgeprune
 from edgeprune import saving
-from edgeprune.errors import CheckpointError, OutputExistsError
+from edgeprune.errors import CheckpointError, ModelSpecError, OutputExistsError
 
 
 def _shrink_first_conv(model: nn.Module, keep: int) -> None:
@@ -81,3 +81,45 @@ def test_a_bias_added_by_a_fold_survives_the_round_trip(tmp_path):
     loaded = edgeprune.load(out)
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(loaded(x), model(x))
+
+
+_NET = ("import torch.nn as nn\n"
+        "def make(width=4):\n"
+        "    return nn.Sequential(nn.Conv2d(1, width, 3), nn.ReLU(), nn.Flatten(),"
+        " nn.Linear(width * 36, 3))\n")
+
+
+def test_a_relative_factory_spec_is_stored_absolute(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "net.py").write_text(_NET)
+    monkeypatch.chdir(project)
+    model = edgeprune.load_model("net.py:make(width=3)")
+    out = edgeprune.save(model, "runs/m", spec="net.py:make(width=3)", input_shape=(1, 1, 8, 8))
+    spec = json.loads((out / "model.json").read_text())["spec"]
+    assert spec == f"{project / 'net.py'}:make(width=3)"
+    monkeypatch.chdir("/")  # `cd / && edgeprune info DIR` works
+    loaded = edgeprune.load(project / "runs" / "m")
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_an_old_relative_spec_is_found_next_to_the_directory(tmp_path, monkeypatch):
+    (tmp_path / "net.py").write_text(_NET)
+    model = edgeprune.load_model(f"{tmp_path / 'net.py'}:make")
+    out = edgeprune.save(model, tmp_path / "m", spec=f"{tmp_path / 'net.py'}:make")
+    manifest = json.loads((out / "model.json").read_text())
+    manifest["spec"] = "net.py:make"  # what edgeprune wrote before specs were stored absolute
+    (out / "model.json").write_text(json.dumps(manifest))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert saving.read_manifest(out).spec == f"{tmp_path / 'net.py'}:make"
+    x = torch.randn(1, 1, 8, 8)
+    assert torch.equal(edgeprune.load(out)(x), model(x))
+    (tmp_path / "net.py").rename(tmp_path / "moved.py")
+    with pytest.raises(ModelSpecError) as info:
+        edgeprune.load(out)
+    message = str(info.value)
+    assert str(elsewhere / "net.py") in message and str(tmp_path / "net.py") in message
+    assert "\n" not in message and " — " in message

@@ -167,3 +167,43 @@ def test_cli_finetune_keeps_spec_and_history(tmp_path, pruned):
     model = saving.load(out)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert main(args) == 1  # the output exists: --force needed
+
+
+def test_a_teacher_that_does_not_fit_is_refused_before_training(pruned, bundle, tmp_path):
+    from edgeprune.models import load_model
+
+    model = copy.deepcopy(pruned.model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = get_recipe("distill", **FAST)
+    usps = load_model("builtin:usps-cnn")  # a real trained digit CNN, but for 16×16 images
+    with pytest.raises(UsageError) as info:
+        finetune(model, bundle.train, bundle.val, recipe, teacher=usps)
+    message = str(info.value)
+    assert "teacher 'builtin:usps-cnn' does not accept the student's images of shape " \
+           "(1, 28, 28)" in message
+    assert "--teacher" in message and "\n" not in message
+    src = tmp_path / "five.py"
+    src.write_text("import torch.nn as nn\n"
+                   "def make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 5))\n")
+    five = load_model(f"{src}:make")
+    with pytest.raises(UsageError, match=r"teacher '.*five.py:make' returns shape \(5,\) per "
+                       r"batch of 64 images, the student \(10,\)"):
+        finetune(model, bundle.train, bundle.val, recipe, teacher=five)
+    for key, value in model.state_dict().items():  # refused before any training step
+        assert torch.equal(value, before[key]), key
+    assert model.training == pruned.model.training  # the check restores the modes
+
+
+def test_distilling_from_itself_warns(trained, pruned, bundle):
+    import warnings
+
+    from edgeprune.models import load_model
+
+    student = load_model("builtin:mnist-cnn")  # the unpruned model, as its own teacher
+    with pytest.warns(UserWarning, match="same architecture and weights as the student"):
+        finetune(student, bundle.train, bundle.val, get_recipe("distill", **FAST),
+                 teacher=load_model("builtin:mnist-cnn"))
+    with warnings.catch_warnings():  # a real teacher (the unpruned original): no warning
+        warnings.filterwarnings("error", message=".*same architecture and weights")
+        finetune(copy.deepcopy(pruned.model), bundle.train, bundle.val,
+                 get_recipe("distill", **FAST), teacher=trained)

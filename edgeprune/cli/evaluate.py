@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     bundle = load_data(args.data, input_shape=shape, batch_size=args.batch_size, seed=args.seed,
                        normalization=args.normalization, progress=out.progress)
     result = evaluate(model, bundle.loader(args.split), progress=out.progress,
-                      num_threads=args.threads)
+                      num_threads=args.threads, num_classes=bundle.num_classes)
     out.result({
         "model": args.model,
         "weights": args.weights,

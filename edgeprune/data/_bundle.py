@@ -182,6 +182,19 @@ def _normalization(normalization: Normalization, auto: tuple[Any, Any] | None, k
     return mean, std
 
 
+def _check_spread(spec: DataSpec, std: tuple[float, ...] | None) -> None:
+    """Statistics of constant images have std 0: normalising by them would make every pixel NaN."""
+    if std is None or min(std) > 0:
+        return
+    channel = std.index(min(std))
+    raise DataSpecError(
+        f"the training images of {spec} have zero variance (channel {channel} is the same value "
+        "in every pixel of every image), so normalising by their std would divide by zero",
+        hint="check that the images are not blank; to use them anyway, load them with "
+        "normalization 'none' (edgeprune evaluate --normalization none; load_data(..., "
+        "normalization='none')) or an explicit (mean, std)")
+
+
 def _from_arrays(spec: DataSpec, raw: RawSplits, scale: float, auto_stats: tuple[Any, Any] | None,
                  requested: tuple[int | None, int | None, int | None] | None, *,
                  batch_size: int, seed: int, val_fraction: float, normalization: Normalization,
@@ -200,10 +213,12 @@ def _from_arrays(spec: DataSpec, raw: RawSplits, scale: float, auto_stats: tuple
     out = T.resolve_shape(native, requested)  # type: ignore[arg-type]
     train_raw = torch.from_numpy(np.ascontiguousarray(x_train))
     mean, std = _normalization(normalization, auto_stats, spec.kind, train_raw, scale, out[0])
+    _check_spread(spec, std)
     pipeline = T.Pipeline(scale, native, out, mean, std)  # type: ignore[arg-type]
-    train_ds = T.CachedImageDataset(train_raw, torch.from_numpy(y_train), pipeline)
+    classes = len(raw.class_names)
+    train_ds = T.CachedImageDataset(train_raw, torch.from_numpy(y_train), pipeline, classes)
     val_ds = T.CachedImageDataset(torch.from_numpy(np.ascontiguousarray(x_val)),
-                                  torch.from_numpy(y_val), pipeline)
+                                  torch.from_numpy(y_val), pipeline, classes)
     return DataBundle(
         spec=spec,
         train=T.make_loader(train_ds, batch_size=batch_size, shuffle=True, seed=seed,

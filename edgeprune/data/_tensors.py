@@ -92,12 +92,15 @@ class CachedImageDataset(Dataset):
     """Images and labels in memory; items are ``(image C×H×W float, label int64 scalar)``.
 
     ``__getitems__`` lets a :class:`DataLoader` fetch a whole batch with one adaptation pass.
+    ``num_classes`` is the whole data set's (a split may lack a class); evaluation reads it.
     """
 
-    def __init__(self, raw: Tensor, labels: Tensor, pipeline: Pipeline) -> None:
+    def __init__(self, raw: Tensor, labels: Tensor, pipeline: Pipeline,
+                 num_classes: int | None = None) -> None:
         self.raw = raw
         self.labels = labels.to(torch.int64)
         self.pipeline = pipeline
+        self.num_classes = num_classes
         self._ready: Tensor | None = None
         self._cacheable = len(raw) * math.prod(pipeline.out_shape) * 4 <= CACHE_LIMIT_BYTES
 
