@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,48 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def check_writable(path: str | os.PathLike[str], *, force: bool, what: str = "output") -> Path:
-    """Refuse to overwrite an existing output unless ``force``; the message names the fix."""
+def check_writable(path: str | os.PathLike[str], *, force: bool, what: str = "output",
+                   kind: str | None = None,
+                   inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
+    """Refuse to overwrite an existing output unless ``force``; the message names the fix.
+
+    Never, even with ``force``: an output that is, sits inside, or contains one of ``inputs``
+    (the user's model, weights, data: replacing it would destroy them), a directory where a
+    file is written (``kind="file"``, or a path ending in ``/``), or a file where a directory
+    is written (``kind="dir"``).
+    """
+    text = os.fspath(path)
     path = Path(path)
+    if kind == "file" and (text.endswith(("/", os.sep)) or path.is_dir()):
+        raise OutputExistsError(f"{what} {text!r} names a directory; this writes a file",
+                                hint=f"give a file name, e.g. {str(path / 'model.onnx')!r}")
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{what} {text!r} is a file; this writes a directory",
+                                hint="choose another path for the output directory")
+    refuse_overlap(path, inputs, what=what)
     if path.exists() and not force:
         raise OutputExistsError(
-            f"{what} {str(path)!r} exists already",
+            f"{what} {text!r} exists already",
             hint="choose another path or pass --force to overwrite it",
         )
     return path
+
+
+def refuse_overlap(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None],
+                   *, what: str = "output") -> None:
+    """Raise when ``out`` is, sits inside, or contains one of ``inputs`` (model specs, weight
+    files, directories): writing or replacing it would destroy the input."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if not given:
+            continue
+        text = os.fspath(given)
+        left = text.rsplit(":", 1)[0]
+        # a `file.py:factory` spec: the file is the input
+        candidate = Path(left) if left.endswith(".py") and not Path(text).exists() else Path(text)
+        if not candidate.exists():
+            continue
+        source = candidate.resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise OutputExistsError(f"{what} {os.fspath(out)!r} would overwrite the input "
+                                    f"{text!r}", hint="choose an output path outside the input")

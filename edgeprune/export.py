@@ -155,7 +155,7 @@ def export_onnx(
     batches = _check_batches(inputs, check_inputs, dynamic_batch)
     single = _want_single_file(model, external_data)
     companion = target.with_name(target.name + ".data")
-    check_writable(target, force=force, what="ONNX output")
+    check_writable(target, force=force, what="ONNX output", kind="file")
     if not single:
         check_writable(companion, force=force, what="ONNX external data file")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -656,7 +656,7 @@ def export_tflite(
             "channels_last needs an input of rank >= 3 (N, C, ...)",
             hint="drop channels_last for this model",
         )
-    check_writable(target, force=force, what="TFLite output")
+    check_writable(target, force=force, what="TFLite output", kind="file")
 
     was_training = model.training
     model.eval()

@@ -49,8 +49,11 @@ def load_source(source: ModelSource) -> Loaded:
              or models.default_input_shape(source.spec))
     if shape is None:
         raise UsageError(f"cannot tell the input shape of {source.spec!r}",
-                         hint="pass --input-shape N,C,H,W (e.g. 1,3,224,224)")
-    return Loaded(model, base_spec, tuple(shape), history)
+                         hint="pass --input-shape [N,]C,H,W (e.g. 3,224,224)")
+    shape = tuple(shape)
+    if len(shape) == 3:  # C,H,W: one image
+        shape = (1, *shape)
+    return Loaded(model, base_spec, shape, history)
 
 
 def _data(data_spec: str | None, shape: Sequence[int], batch_size: int, seed: int,
@@ -88,7 +91,7 @@ def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | 
     from edgeprune import saving
     from edgeprune.prune import prune
 
-    check_writable(out, force=force)
+    check_writable(out, force=force, kind="dir", inputs=(source.spec, source.weights))
     loaded = load_source(source)
     needs_data = config.criterion in ("activation", "taylor")
     if needs_data and data is None:
@@ -132,7 +135,7 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
     from edgeprune.schedules import run_schedule
     from edgeprune.train import get_recipe
 
-    check_writable(out, force=force)
+    check_writable(out, force=force, kind="dir", inputs=(source.spec, source.weights))
     loaded = load_source(source)
     bundle = _data(data, loaded.input_shape, batch_size, config.seed, progress)
     overrides: dict[str, Any] = {}
@@ -171,7 +174,7 @@ def materialize_job(source: ModelSource, out: str | Path, *, data: str | None = 
     from edgeprune import saving
     from edgeprune.materialize import apply_torch_prune_masks, materialize
 
-    check_writable(out, force=force)
+    check_writable(out, force=force, kind="dir", inputs=(source.spec, source.weights))
     loaded = load_source(source)
     apply_torch_prune_masks(loaded.model)
     bundle = _data(data, loaded.input_shape, batch_size, 0, progress)

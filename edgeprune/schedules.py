@@ -623,11 +623,16 @@ def compare_soft_hard(model: nn.Module, data_bundle: Any, prune_config: PruneCon
 def pruned_layers_from_history(model: nn.Module, example_inputs: Inputs,
                                history: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     """The layers of a pruned model's groups whose roots a pruning history names (what the
-    ``partial`` recipe unfreezes for a model loaded from a pruned directory)."""
+    ``partial`` recipe unfreezes for a model loaded from a pruned directory).
+
+    A group counts when its root is named, or when a named layer's *output* channels are in it
+    (the rebuilt graph may root it elsewhere); a named layer that only *consumes* a group (ResNet's
+    ``layer2.0.conv1`` reads the layer-1 residual stream) does not bring that group in."""
     roots = {str(step.get("root")) for step in history}
     if not roots:
         return ()
     graph = engine.build_graph(model, example_inputs)
     names = {m.name for g in engine.channel_groups(graph)
-             if g.root in roots or any(m.name in roots for m in g.members) for m in g.members}
+             if g.root in roots or any(m.name in roots and m.dim == "out" for m in g.members)
+             for m in g.members}
     return tuple(sorted(names))

@@ -17,7 +17,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests._sshd import REPO, SSHD, SSHServer, _keygen, free_port
+from tests._sshd import REPO, SSHServer
 from tests._sshd import skip_reason as sshd_skip_reason
 
 ARM_ROOT = Path(os.environ.get("EDGEPRUNE_ARM64_DIR", "/opt/edgeprune-arm64"))
@@ -52,30 +52,15 @@ def installed_version(dist: str) -> str | None:
 class ARM64Server(SSHServer):
     """:class:`SSHServer` whose device user is chrooted into the arm64 root."""
 
-    def start(self) -> ARM64Server:
+    key_comment = "edgeprune-arm64"
+
+    def prepare_device(self) -> None:
         prepared = subprocess.run(["bash", str(PREPARE)], capture_output=True, text=True)
         if prepared.returncode != 0:
             lines = prepared.stderr.strip().splitlines() or ["(no output)"]
             raise RuntimeError(f"{PREPARE.name} failed: {lines[-1]}")
         self.user = ARM_USER
         self.pydir = None  # the root's python3 finds its packages without PYTHONPATH
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        _keygen(self.host_key, "edgeprune-arm64-host")
-        _keygen(self.client_key, "edgeprune-arm64-client")
-        auth = self.root / "authorized_keys"
-        auth.write_text(self.client_key.with_suffix(".pub").read_text())
-        auth.chmod(0o644)
-        for _attempt in range(5):  # a free port can be taken before sshd binds it
-            self.port = free_port()
-            (self.root / "sshd_config").write_text(self._config())
-            with open(self.log_file, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
-                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-            if self._wait_listening():
-                return self
-            self.stop()
-        raise RuntimeError(f"sshd did not start: {self.log_file.read_text()[-2000:]}")
 
     def _config(self) -> str:
         # Match blocks last: everything after `Match` belongs to it.

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -131,13 +132,19 @@ class SSHServer:
         path.write_text(self.host_key_line())
         return path
 
-    def start(self) -> SSHServer:
+    key_comment = "edgeprune-test"
+
+    def prepare_device(self) -> None:
+        """Set ``pydir`` (the device Python's package dir, or None) and ``user``."""
         self.pydir = device_python_dir()
         self.user = ensure_device_user(self.pydir)
+
+    def start(self) -> SSHServer:
+        self.prepare_device()
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        _keygen(self.host_key, "edgeprune-test-host")
-        _keygen(self.client_key, "edgeprune-test-client")
+        _keygen(self.host_key, f"{self.key_comment}-host")
+        _keygen(self.client_key, f"{self.key_comment}-client")
         auth = self.root / "authorized_keys"
         auth.write_text(self.client_key.with_suffix(".pub").read_text())
         auth.chmod(0o644)
@@ -298,22 +305,29 @@ class SSHServer:
         return str(wrapper)
 
 
+_Server = TypeVar("_Server", bound=SSHServer)
+
+
 # --- pytest fixtures -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def sshd() -> Iterator[SSHServer]:
-    reason = skip_reason()
+def serve(server: _Server, reason: str | None) -> Iterator[_Server]:
+    """Start ``server`` for a fixture and stop it afterwards; skip (saying why) when ``reason``
+    is set or the server cannot start."""
     if reason:
         pytest.skip(reason)
-    server = SSHServer()
     try:
         server.start()
     except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
         server.cleanup()
-        pytest.skip(f"could not start a test sshd: {exc}")
+        pytest.skip(f"could not start {type(server).__name__}'s sshd: {exc}")
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[SSHServer]:
+    yield from serve(SSHServer(), skip_reason())
 
 
 @pytest.fixture()

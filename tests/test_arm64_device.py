@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests._arm64 import ARM_PYTHON, ARM_USER, ARM64Server, installed_version, skip_reason
-from tests._sshd import make_conv_model
+from tests._sshd import make_conv_model, serve
 
 pytestmark = pytest.mark.arm64
 
@@ -27,17 +27,7 @@ FAST = ["--runs", "5", "--warmup", "1", "--repeats", "0", "--no-cache"]
 
 @pytest.fixture(scope="module")
 def arm64_sshd() -> Iterator[ARM64Server]:
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    server = ARM64Server()
-    try:
-        server.start()
-    except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
-        server.cleanup()
-        pytest.skip(f"could not start the arm64 device's sshd: {exc}")
-    yield server
-    server.cleanup()
+    yield from serve(ARM64Server(), skip_reason())
 
 
 @pytest.fixture()

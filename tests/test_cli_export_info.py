@@ -108,6 +108,15 @@ def test_info_torchvision_resnet18(capsys: pytest.CaptureFixture[str]) -> None:
     assert "MACs:" in text and "at 1×3×112×112" in text and "layer4.1.conv2" in text
 
 
+@pytest.mark.parametrize("shape", ["1,28,28", "1x1x28x28", "1,1,28,28"])
+def test_an_input_shape_without_batch_means_one_image(
+        shape: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """C,H,W and N,C,H,W (',' or 'x') mean the same for every command (prune/info/export/fit)."""
+    code, data = run_cli(capsys, "info", "builtin:mnist-cnn", "--input-shape", shape)
+    assert code == 0, data
+    assert data["input_shapes"] == [[1, 1, 28, 28]]
+
+
 def test_info_and_export_of_a_pruned_directory(
     tmp_path: Path, factory: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -193,3 +193,21 @@ def test_schedule_resumes_from_its_checkpoints(trained, bundle, example, tmp_pat
     assert resumed.phases[-1]["resumed_from_epoch"] == 1
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_partial_recipe_layers_from_history_are_the_pruned_block_only(digits_images):
+    """The documents' example: layer2.0.conv1 pruned alone. `finetune --recipe partial` on the
+    saved directory unfreezes that block's conv1, bn1 and the conv2 that reads it — not the
+    layer-1 residual group that layer2.0.conv1 merely consumes."""
+    from edgeprune._tv_compat import import_torchvision
+    from edgeprune.prune import prune
+    from edgeprune.schedules import pruned_layers_from_history
+    from tests.conftest import real_images
+
+    tv = import_torchvision()
+    torch.manual_seed(0)
+    model = tv.models.resnet18(num_classes=10).eval()
+    x = real_images(digits_images, 2, 3, 32)
+    result = prune(model, x[:1], PruneConfig(ratio=0.2, layers=("layer2.0.conv1",)))
+    layers = pruned_layers_from_history(result.model, x[:1], result.history)
+    assert layers == ("layer2.0.bn1", "layer2.0.conv1", "layer2.0.conv2")

@@ -17,8 +17,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, positional: bool = False)
         parser.add_argument("--model", required=True, metavar="SPEC", help=MODEL_HELP)
     parser.add_argument("--weights", metavar="FILE",
                         help="state dict (.pt/.pth read with weights_only, or .safetensors)")
-    parser.add_argument("--input-shape", metavar="N,C,H,W", type=parse_shape,
-                        help="input shape (default: what the model spec knows, e.g. 1,3,224,224)")
+    parser.add_argument("--input-shape", metavar="[N,]C,H,W", type=parse_shape,
+                        help="input shape, batch 1 if omitted (default: what the model spec "
+                        "knows, e.g. 1,3,224,224)")
 
 
 def add_force(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +27,16 @@ def add_force(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
+    """An input shape with its batch: ``N,C,H,W``, or ``C,H,W`` for batch 1 (an image's
+    channels, height and width); ``x`` separates as well as ``,`` (``1x3x224x224``)."""
     try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+        shape = tuple(int(p) for p in text.lower().replace("x", ",").split(",") if p.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224 or "
+                                         "3,224,224") from None
     if not shape or any(d <= 0 for d in shape):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224")
-    return shape
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224 or 3,224,224")
+    return (1, *shape) if len(shape) == 3 else shape
 
 
 def positive_int(text: str) -> int:

@@ -76,8 +76,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
     fmt = (args.to or getattr(args, "artifact_format", None)
            or ("tflite" if Path(args.out).suffix.lower() == ".tflite" else "onnx"))
     if fmt == "onnx" and Path(args.out).suffix.lower() == ".tflite":
-        raise UsageError("--to onnx with a .tflite output", hint="name the output FILE.onnx")
+        raise UsageError(f"an ONNX export named {args.out!r}",
+                         hint="name the output FILE.onnx, or export to TFLite with --format "
+                         "tflite")
     _check_flags(args, fmt)
+    from edgeprune._io import check_writable
+
+    check_writable(args.out, force=args.force, kind="file", inputs=(args.model, args.weights))
     model, shape = resolve_model(args.model, args.weights, args.input_shape)
     example, check, source = _inputs(args.data, shape)
 

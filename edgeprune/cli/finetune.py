@@ -90,7 +90,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune.train import finetune
 
     recipe = _recipe(args)
-    check_writable(args.out, force=args.force)
+    check_writable(args.out, force=args.force, kind="dir",
+                   inputs=(args.model, args.weights, args.teacher, args.teacher_weights))
     ckpt = Path(str(Path(args.out)) + ".ckpt")
     if ckpt.exists() and not (args.resume or args.force):
         raise OutputExistsError(f"checkpoints of an earlier run exist in {str(ckpt)!r}",

@@ -41,7 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="SPEC", help="model spec (builtin:NAME, torchvision:NAME, "
                    "file.py:factory, ...)")
     p.add_argument("--weights", metavar="FILE", help="state dict for the model")
-    p.add_argument("--input-shape", metavar="N,C,H,W", type=parse_shape)
+    p.add_argument("--input-shape", metavar="[N,]C,H,W", type=parse_shape,
+                   help="model input shape, batch 1 if omitted (default: what the spec knows)")
     p.add_argument("--data", metavar="SPEC", help="real data: builtin:mnist5k, imagefolder:PATH, "
                    "cifar10:PATH, file.py:factory")
     add_target_options(p, default=None)  # None: a [fit] table may name it; else local

@@ -70,7 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
     m.add_argument("--repeats", type=int, default=2,
                    help="fresh-process repeats of a noisy measurement (default 2)")
-    m.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W",
+    m.add_argument("--input-shape", type=parse_shape, metavar="[N,]C,H,W",
                    help="fills dynamic input dims for MACs and measuring (default: the profile's)")
     m.add_argument("--no-cache", action="store_true", help="measure again even if cached")
     return p
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     for path, what in ((args.junit, "JUnit file"), (args.write_baseline, "baseline file")):
         if path:
-            check_writable(path, force=args.force, what=what)
+            check_writable(path, force=args.force, what=what, kind="file",
+                           inputs=args.artifacts)
     gate_file = _gate_file(args, g, out)
     target = _target(args)
     name = args.profile or gate_file.profile or (target.profile if target else None)

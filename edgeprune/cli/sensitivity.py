@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune.jobs import ModelSource, load_source
     from edgeprune.sensitivity import analyze, write_outputs
 
-    check_writable(args.out, force=args.force)
+    check_writable(args.out, force=args.force, kind="dir", inputs=(args.model, args.weights))
     loaded = load_source(ModelSource(args.model, args.weights, args.input_shape))
     bundle = load_data(args.data, input_shape=tuple(loaded.input_shape[1:]),
                        batch_size=args.batch_size, seed=args.seed,

@@ -65,6 +65,9 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
     strategy = get_strategy(settings.strategy)  # unknown names fail before any work
     if settings.tflite:
         _require_tflite_converter()
+    from edgeprune._io import refuse_overlap
+
+    refuse_overlap(out, (settings.model, settings.weights), what="run directory")
     run = RunDir(out)
     resumed = run.start(settings.to_dict(), force=force)
     state = (run.read_state() if resumed else None) or _fresh_state()

@@ -74,6 +74,9 @@ class RunDir:
 
         ``force`` starts over, discarding an earlier run in the directory.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputExistsError(f"{str(self.path)!r} is a file; fit writes a run directory",
+                                    hint="choose another --out")
         if self.state_file.is_file() and not force:
             stored = self.read_settings().get("settings")
             if stored == settings:
@@ -83,9 +86,14 @@ class RunDir:
                 f"({_differences(stored or {}, settings)})",
                 hint="choose another --out, resume it as it was with --resume DIR, or pass "
                 "--force to start over")
-        elif self.path.exists() and not self._unstarted() and not force:
+        elif self.path.exists() and not self.settings_file.is_file() and not self._unstarted():
+            # never cleared, even with --force: it may hold anything of the user's
             raise OutputExistsError(f"{str(self.path)!r} exists and is not a fit run directory",
-                                    hint="choose another --out or pass --force")
+                                    hint="choose another --out (an empty or new directory)")
+        elif self.path.exists() and not self._unstarted() and not force:
+            raise OutputExistsError(f"{str(self.path)!r} holds a fit run directory that cannot "
+                                    "be resumed (no state.json)", hint="choose another --out or "
+                                    "pass --force to start over")
         if force and self.path.exists():
             self._clear()
         atomic_write_json(self.settings_file, {"settings": settings, "versions": versions()})

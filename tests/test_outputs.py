@@ -1,0 +1,78 @@
+"""Outputs never destroy inputs and a wrong kind of --out is one line, --force or not.
+
+Each case is the real CLI in-process; the checks run before any model is loaded, so they are
+quick. The input files are checked byte for byte afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeprune.cli.main import main
+
+
+@pytest.fixture()
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    assert main(["prune", "--model", "builtin:mnist-cnn", "--ratio", "0.3", "--no-eval",
+                 "--out", "pruned"]) == 0
+    (tmp_path / "model.onnx").write_bytes(b"not really onnx, but the user's file")
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+CASES = [
+    (["export", "--model", "pruned", "--out", "pruned/weights.safetensors", "--force"],
+     "would overwrite the input 'pruned'"),
+    (["export", "--model", "pruned", "--out", "pruned", "--force"], "names a directory"),
+    (["export", "--model", "builtin:mnist-cnn", "--out", "empty", "--force"],
+     "names a directory"),
+    (["export", "--model", "builtin:mnist-cnn", "--out", "newdir/"], "names a directory"),
+    (["prune", "--model", "pruned", "--ratio", "0.2", "--out", "pruned", "--force"],
+     "would overwrite the input 'pruned'"),
+    (["prune", "--model", "builtin:mnist-cnn", "--ratio", "0.2", "--out", "model.onnx",
+      "--force"], "is a file; this writes a directory"),
+    (["finetune", "--model", "pruned", "--data", "builtin:digits", "--out", "pruned",
+      "--force"], "would overwrite the input 'pruned'"),
+    (["sensitivity", "--model", "builtin:mnist-cnn", "--data", "builtin:mnist5k", "--out",
+      "model.onnx", "--force"], "is a file; this writes a directory"),
+    (["fit", "--model", "builtin:mnist-cnn", "--data", "builtin:mnist5k", "--speedup", "2",
+      "--out", "model.onnx"], "is a file; fit writes a run directory"),
+    (["fit", "--model", "pruned", "--data", "builtin:mnist5k", "--speedup", "2", "--out",
+      ".", "--force"], "would overwrite the input 'pruned'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), CASES, ids=[" ".join(c[0][:1] + c[0][-3:])
+                                                          for c in CASES])
+def test_a_bad_output_is_refused_in_one_line_and_inputs_survive(
+        work: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _digest(work)
+    capsys.readouterr()
+    assert main([*argv, "--format", "json"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert json.loads(captured.out)["error"]["type"] == "OutputExistsError"
+    assert _digest(work) == before
+    assert not (work / "newdir").exists()
+
+
+def test_fit_never_clears_a_directory_that_is_not_a_run(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--force starts a fit run over, but a directory holding other things is not a run."""
+    user = work / "mine"
+    (user / "model").mkdir(parents=True)
+    (user / "model" / "notes.txt").write_text("keep me")
+    code = main(["fit", "--model", "builtin:mnist-cnn", "--data", "builtin:mnist5k",
+                 "--speedup", "2", "--out", str(user), "--force"])
+    assert code == 1 and "is not a fit run directory" in capsys.readouterr().err
+    assert (user / "model" / "notes.txt").read_text() == "keep me"
