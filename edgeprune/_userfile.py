@@ -80,3 +80,22 @@ def _error(wording: Wording, text: tuple[str, str], target: str,
     message, hint = text
     exc_type = type(exc).__name__ if exc is not None else ""
     return wording.error(message.format(target=target, exc=exc, exc_type=exc_type), hint=hint)
+
+
+def mistyped_prefix(head: str, known: tuple[str, ...]) -> str | None:
+    """``head`` of a ``head:name`` spec when it is not an importable module but close to one of
+    ``known`` spec prefixes (``bultin`` for ``builtin``): the prefix it probably meant."""
+    import difflib
+    import importlib.util
+
+    if "." in head or head in known:
+        return None
+    close = difflib.get_close_matches(head.lower(), known, n=1, cutoff=0.75)
+    if not close:
+        return None
+    try:
+        if importlib.util.find_spec(head) is not None:
+            return None
+    except (ImportError, ValueError):
+        pass
+    return close[0]

@@ -168,7 +168,8 @@ def build_graph(
     if unknown:
         raise PruningError(
             f"ignored layer(s) not in the model: {', '.join(unknown)}",
-            hint="use qualified module names as listed by model.named_modules()",
+            hint="use qualified module names as `edgeprune info MODEL` lists them "
+            "(model.named_modules())",
         )
     was_training = model.training
     model.eval()

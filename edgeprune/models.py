@@ -69,6 +69,12 @@ def parse_model_spec(text: str) -> ModelSpec:
         if head.endswith(".py"):
             return ModelSpec("file", head, factory=factory, kwargs=kwargs, text=raw)
         if re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", head):
+            from edgeprune._userfile import mistyped_prefix
+
+            meant = mistyped_prefix(head, ("builtin", "torchvision"))
+            if meant:
+                raise ModelSpecError(f"unknown model spec prefix {head + ':'!r} (no module "
+                                     f"{head!r} either)", hint=f"did you mean '{meant}:'?")
             return ModelSpec("module", head, factory=factory, kwargs=kwargs, text=raw)
         raise ModelSpecError(f"cannot read model spec {raw!r}: {head!r} is neither a .py file "
                              "nor a module name", hint=_FORMS)

@@ -287,7 +287,7 @@ def _did_you_mean(name: str, names: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.4)
     if close:
         return f"did you mean {close[0]!r}?"
-    return "list the layer names with model.named_modules()"
+    return "list the layer names with `edgeprune info MODEL` (or model.named_modules())"
 
 
 # --- the verb ----------------------------------------------------------------------------------

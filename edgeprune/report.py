@@ -346,6 +346,10 @@ def _pct(value: float | None) -> float | None:
     return None if value is None else 100 * value
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def summary_text(report: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     pct = int(report["budgets"].get("latency_percentile", 90))
@@ -370,7 +374,7 @@ def summary_text(report: dict[str, Any]) -> str:
                          + (" (noisy: one pair, informational)" if b1.get("noisy") else ""))
     load = _load(report)
     lines.append(f"  {report['device_measurements']} device measurements, "
-                 f"{len(report['candidates'])} candidates, {report['steps']} steps, "
+                 f"{_n(len(report['candidates']), 'candidate')}, {_n(report['steps'], 'step')}, "
                  f"{_fmt(report.get('wall_s'))} s" + (f", load average {load}" if load else "")
                  + f"; {report['latency_note']}")
     lines += [f"  note: {note}" for note in report.get("notes") or []]

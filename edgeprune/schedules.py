@@ -380,7 +380,8 @@ def _iterative(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tupl
         step_layers = pruned_layers(result)
         layers |= set(step_layers)
         run.emit({"stage": "schedule", "event": "round", "round": step, "rounds": rounds,
-                  "message": f"round {step}/{rounds}: fine-tuning {epochs} epoch(s)"})
+                  "message": f"round {step}/{rounds}: fine-tuning {epochs} "
+                  f"epoch{'' if epochs == 1 else 's'}"})
         run.finetune(model, _phase_recipe(run, epochs), f"round-{step}", layers=sorted(layers))
     return model, first_pruned, history, tuple(sorted(layers))
 

@@ -156,7 +156,7 @@ def analyze(
             emit({"stage": "sensitivity", "event": "point", "layer": root, "ratio": ratio,
                   "top1": top1, "done": done, "total": total,
                   "message": f"{root} at {ratio:.2f}: top-1 {top1:.2%} "
-                  f"(drop {base.top1 - top1:+.2%})"})
+                  f"(drop {100 * (base.top1 - top1):+.2f} pt)"})
         curves[root] = tuple(points)
     return SensitivityResult(baseline_top1=base.top1, params=params, ratios=ratios,
                              criterion=criterion, layers=curves,

@@ -38,7 +38,7 @@ def test_a_signal_mid_finetune_exits_130_and_resume_finishes(tmp_path: Path,
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     errors = [ln for ln in err.splitlines() if ln.startswith("edgeprune: error:")]
-    assert len(errors) == 1 and "--resume" in errors[0], err
+    assert len(errors) == 1 and f"{out}.ckpt/" in errors[0] and "--resume" in errors[0], err
     assert not out.exists()  # no half-written model directory
 
     again = subprocess.run(_finetune(out), capture_output=True, text=True, timeout=600)

@@ -89,3 +89,27 @@ def test_warnings_are_one_line(monkeypatch: pytest.MonkeyPatch,
     assert main(["info", "model.onnx"]) == 0
     assert capsys.readouterr().err == "edgeprune: warning: something to know about\n"
     assert warnings.showwarning is before  # restored for whoever called main()
+
+
+@pytest.mark.parametrize("argv", [["gate", "x.onnx", "--size-mb", "abc"],
+                                  ["prune", "--model", "builtin:mnist-cnn", "--ratio", "abc",
+                                   "--out", "x"],
+                                  ["finetune", "--model", "m", "--data", "d", "--epochs", "0",
+                                   "--out", "x"]])
+def test_a_bad_flag_with_format_json_is_one_json_error(argv: list[str],
+                                                       capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from edgeprune.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--format", "json"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["error"]["type"] == "UsageError" and f"edgeprune {argv[0]} --help" in \
+        doc["error"]["message"]
+    assert captured.err.count("\n") == 1 and captured.err.startswith("edgeprune: error: ")
+    with pytest.raises(SystemExit):  # text mode keeps argparse's usage block
+        main(argv)
+    assert "usage:" in capsys.readouterr().err

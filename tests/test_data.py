@@ -148,6 +148,8 @@ def test_parse_forms(text: str, kind: str, target: str, attr: str | None) -> Non
     ("imagefolder:", "imagefolder:PATH"),
     ("loaders/make.py:2fast", "not a Python name"),
     ("/no/such/dir", "does not exist"),
+    ("bultin:mnist5k", "did you mean 'builtin:'"),
+    ("imagefoldr:/data", "did you mean 'imagefolder:'"),
 ])
 def test_parse_errors_name_the_fix(text: str, needle: str) -> None:
     with pytest.raises(DataSpecError) as info:

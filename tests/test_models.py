@@ -43,6 +43,8 @@ def test_parse_model_spec(text, kind, target, factory, kwargs):
         ("torchvision:resnet18(num_classes=os.system('x'))", "literal values"),
         ("no/such/file.py:make", "does not exist"),
         ("no_such_module_xyz:make", "cannot import module"),
+        ("torchvison:resnet18", "did you mean 'torchvision:'"),
+        ("bultin:mnist-cnn", "did you mean 'builtin:'"),
         ("Bad Spec!", "cannot read model spec"),
     ],
 )

@@ -16,8 +16,10 @@ from edgeprune.cli._common import add_force, add_model_args, positive_int
 from edgeprune.cli._output import Output, table
 from edgeprune.errors import OutputExistsError, UsageError
 
-INTERRUPTED = ("interrupted — checkpoints of the completed epochs are in <out>.ckpt/: run the "
-               "same command with --resume to continue")
+
+def INTERRUPTED(args: argparse.Namespace) -> str:  # read by cli.main (a message or this)
+    return (f"interrupted — checkpoints of the completed epochs are in {args.out}.ckpt/: run "
+            "the same command with --resume to continue")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -139,7 +141,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
 def render(r: dict[str, Any]) -> str:
     b, a = r["accuracy_before"], r["accuracy_after"]
     lines = [f"fine-tuned {r['source']} → {r['out']}  (recipe {r['recipe']['name']}, "
-             f"{r['epochs_run']} epoch(s){', stopped early' if r['stopped_early'] else ''})",
+             f"{r['epochs_run']} epoch{'' if r['epochs_run'] == 1 else 's'}"
+             f"{', stopped early' if r['stopped_early'] else ''})",
              f"  top-1  {b['top1']:.2%} → {a['top1']:.2%} on {r['data']} (val)",
              f"  best epoch {r['best_epoch']}" + (" (restored)" if r["restored_best"] else ""),
              f"  trainable parameters {r['trainable_params']:,}", ""]

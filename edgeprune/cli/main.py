@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import itertools
 import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from edgeprune import __version__
 from edgeprune._signals import sticky_interrupts
@@ -39,8 +40,27 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that with ``--format json`` a bad flag is one JSON error document on
+    stdout (and one line on stderr) like every other error, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        argv = sys.argv[1:] if _ARGV is None else _ARGV
+        wants_json = any(a == "--format=json" for a in argv) or any(
+            a == "--format" and b == "json" for a, b in itertools.pairwise(argv))
+        if not wants_json:
+            super().error(message)
+        text = f"{message} (see: edgeprune {self.prog.split(' ', 1)[-1]} --help)" \
+            if " " in self.prog else message
+        Output("json").error(text, kind="UsageError")
+        raise SystemExit(EXIT_USAGE)
+
+
+_ARGV: list[str] | None = None  # the argv main() parses (tests pass their own)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edgeprune",
         description="Fit trained PyTorch vision models onto ARM edge devices.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 budget cannot be met (fit), "
@@ -63,8 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _ARGV
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _ARGV = list(argv) if argv is not None else None
+    try:
+        args = parser.parse_args(argv)
+    finally:
+        _ARGV = None
     split_formats(args)
     if not getattr(args, "_run", None):
         parser.print_help()
@@ -85,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(exc.one_line(), kind=type(exc).__name__)
         return exc.exit_code
     except KeyboardInterrupt:
-        out.error(getattr(args, "_interrupted", "interrupted"), kind="Interrupted")
+        message = getattr(args, "_interrupted", "interrupted")  # a command's INTERRUPTED
+        out.error(message(args) if callable(message) else message, kind="Interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_ERROR

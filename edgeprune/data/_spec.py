@@ -85,6 +85,12 @@ def parse_data_spec(text: str) -> DataSpec:
             _check_attr(raw, attr)
             return DataSpec("pyfile", head, attr, text=raw)
         if _MODULE_RE.match(head):
+            from edgeprune._userfile import mistyped_prefix
+
+            meant = mistyped_prefix(scheme, ("builtin", "imagefolder", "cifar10"))
+            if meant:
+                raise DataSpecError(f"unknown data spec prefix {scheme + ':'!r} (no module "
+                                    f"{scheme!r} either)", hint=f"did you mean '{meant}:'?")
             _check_attr(raw, attr)
             return DataSpec("module", head, attr, text=raw)
     return _bare_directory(raw)

@@ -56,7 +56,7 @@ def _finish_chosen(ctx: Any, state: dict[str, Any],
     finetuned = cid != ctx.baseline_id
     if finetuned:
         ctx.emit({"stage": "fit", "message": f"final fine-tune of {cid}: "
-                  f"{settings.final_epochs} epochs"})
+                  f"{settings.final_epochs} epoch{'s' if settings.final_epochs != 1 else ''}"})
         ctx.finetune(model, settings.final_epochs, settings.final_batches)
     final_acc = evaluate(model, ctx.bundle.val).top1
     final = _write(ctx, state, cid, model, final_acc, finetuned)
