@@ -422,19 +422,16 @@ def _static(path: Path, shape: tuple[int, ...] | None,
 
 
 def _static_onnx(path: Path, shape: tuple[int, ...] | None) -> ArtifactMetrics:
-    import onnx
-
     from edgeprune.measure import artifact_files
     from edgeprune.stats import onnx_info
 
-    info = onnx_info(path)  # a corrupt file is an ExportError naming the fix
+    # a corrupt file is an ExportError naming the fix; MACs as info shows them
+    info = onnx_info(path, input_shape=shape)
     files = artifact_files(path)  # a missing external data file is a NotFoundError
-    proto = onnx.load(str(path), load_external_data=False)
-    macs, note = onnx_macs(proto, shape)
     return ArtifactMetrics(artifact=str(path), name=path.name, kind="onnx",
                            files=tuple(str(f) for f in files),
                            size_bytes=sum(f.stat().st_size for f in files), params=info.params,
-                           macs=macs, macs_note=note)
+                           macs=info.macs, macs_note=info.macs_note)
 
 
 def _static_tflite(path: Path) -> ArtifactMetrics:
@@ -472,80 +469,12 @@ def _static_pruned(path: Path) -> tuple[ArtifactMetrics, Any]:
                            params=stats.count_params(model), macs=macs, macs_note=note), model
 
 
-_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
 def onnx_macs(proto: Any, shape: Sequence[int] | None = None) -> tuple[int | None, str]:
-    """Multiply-accumulates of the Conv/ConvTranspose/Gemm/MatMul nodes of an ONNX graph.
+    """:func:`edgeprune.stats.onnx_macs` (where it lives, next to ``count_macs``), kept under
+    this name for its callers; imported on call so ``import edgeprune.gate`` stays light."""
+    from edgeprune.stats import onnx_macs as _onnx_macs
 
-    Counted like :func:`edgeprune.stats.count_macs` (bias adds not counted), for the whole
-    batch. Dynamic input dims are filled from ``shape`` (same rank) or set to 1; shapes of
-    intermediate tensors come from ``onnx.shape_inference``. Returns ``(None, why)`` when a
-    counted node's shapes stay unknown. Nodes inside If/Loop bodies are not counted.
-    """
-    import onnx
-
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
-    init_names = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in init_names:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        for i, dim in enumerate(dims):
-            if not dim.HasField("dim_value"):
-                fill = shape[i] if shape is not None and len(shape) == len(dims) else 1
-                dim.Clear()
-                dim.dim_value = int(fill)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:  # onnx raises several types for graphs it cannot type
-        return None, f"shape inference failed: {str(exc).splitlines()[0][:120]}"
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
-    for value in values:
-        dims = value.type.tensor_type.shape.dim
-        known = all(d.HasField("dim_value") for d in dims) and value.type.tensor_type.HasField(
-            "shape")
-        shapes[value.name] = tuple(int(d.dim_value) for d in dims) if known else None
-    for tensor in inferred.graph.initializer:
-        shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
-    total, unknown = 0, 0
-    for node in inferred.graph.node:
-        if node.op_type not in _MAC_OPS or node.domain not in ("", "ai.onnx"):
-            continue
-        count = _node_macs(node, shapes)
-        if count is None:
-            unknown += 1
-        else:
-            total += count
-    if unknown:
-        return None, (f"shapes of {unknown} Conv/Gemm/MatMul node(s) are unknown: pass "
-                      "--input-shape")
-    return total, ""
-
-
-def _node_macs(node: Any, shapes: Mapping[str, tuple[int, ...] | None]) -> int | None:
-    ins = [shapes.get(name) for name in node.input]
-    out = shapes.get(node.output[0])
-    if node.op_type == "Conv":  # W: [C_out, C_in/groups, k...]
-        if out is None or len(ins) < 2 or ins[1] is None:
-            return None
-        return math.prod(out) * math.prod(ins[1][1:])
-    if node.op_type == "ConvTranspose":  # W: [C_in, C_out/groups, k...]
-        if ins[0] is None or len(ins) < 2 or ins[1] is None:
-            return None
-        return math.prod(ins[0]) * math.prod(ins[1][1:])
-    if node.op_type == "Gemm":
-        a = ins[0]
-        if out is None or a is None or len(a) != 2:
-            return None
-        trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
-        return math.prod(out) * (a[0] if trans_a else a[1])
-    a = ins[0]  # MatMul
-    if out is None or a is None or not a:
-        return None
-    return math.prod(out) * a[-1]
+    return _onnx_macs(proto, shape)
 
 
 # --- measurements ------------------------------------------------------------------------------

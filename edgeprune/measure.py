@@ -58,7 +58,8 @@ from edgeprune.errors import (
 from edgeprune.targets import Target
 
 __all__ = ["ARTIFACT_SUFFIXES", "MeasureResult", "MeasureSettings", "artifact_files",
-           "cache_dir", "measure", "probe", "readiness_problem"]
+           "cache_dir", "check_input_shapes", "measure", "parse_input_shape", "probe",
+           "readiness_problem"]
 
 Progress = Callable[[dict[str, Any]], None]
 RunAttempt = Callable[["MeasureSettings"], dict[str, Any]]
@@ -163,6 +164,9 @@ class MeasureResult:
     wall_s: float = 0.0
     timings_s: dict[str, float] = field(default_factory=dict)
     runner: dict[str, Any] = field(default_factory=dict)
+    # what was asked for, as the user named it: a model spec or pruned directory exported on the
+    # fly (``artifact`` is then the cached export), else the artifact path itself
+    model: str = ""
 
     def latency_ms(self, percentile: int = 90) -> float:
         """The latency budgets are judged on (p50, p90, p95 or p99)."""
@@ -276,6 +280,87 @@ def artifact_files(path: Path) -> list[Path]:
     return files
 
 
+def check_input_shapes(path: Path, input_shapes: Sequence[str], *,
+                       label: str | None = None) -> None:
+    """Refuse ``--input-shape`` values an ONNX model's declared inputs contradict, before any
+    runner starts (onnxruntime's own error names neither the shape it wants nor the fix).
+
+    ``input_shapes`` are the runner's ``[NAME=]1x3x224x224`` strings (no name = every input).
+    A fixed dim must match; a dynamic one takes any size; the rank must match whenever the model
+    declares one. Dynamic is what onnxruntime treats as dynamic: a symbolic dim, an unset one or
+    a negative one; a ``dim_value`` of 0 is a fixed size of zero there (it runs only on empty
+    tensors). A NAME the model has no input of is refused too (the runner would ignore it).
+    TFLite files, and machines without the ``onnx`` package, are left to the runner. ``label``
+    names the model in messages (default: the file name).
+    """
+    if not input_shapes or path.suffix.lower() != ".onnx":
+        return
+    label = label or path.name
+    requested: dict[str, tuple[str, list[int]]] = {}  # input name or "*" -> (as given, dims)
+    for item in input_shapes:
+        name, sep, _ = item.rpartition("=")
+        requested[name if sep else "*"] = (item, list(parse_input_shape(item)))
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # no onnx package here, or unreadable: the runner says so in its words
+        return
+    init_names = {t.name for t in proto.graph.initializer}
+    declared: dict[str, list[int | str] | None] = {}
+    for value in proto.graph.input:
+        if value.name in init_names:
+            continue
+        tensor = value.type.tensor_type
+        declared[value.name] = ([int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0
+                                 else (d.dim_param or "?") for d in tensor.shape.dim]
+                                if tensor.HasField("shape") else None)
+    unknown = [n for n in requested if n != "*" and n not in declared]
+    if unknown:
+        raise UsageError(f"{label} has no input named {unknown[0]!r} (--input-shape "
+                         f"{requested[unknown[0]][0]}); its inputs: {', '.join(declared)}",
+                         hint="name one of those inputs, or drop NAME= to shape every input")
+    for name, dims in declared.items():
+        item, want = requested.get(name) or requested.get("*") or ("", [])
+        if not item or dims is None or _fits(dims, want):
+            continue
+        same_rank = len(want) == len(dims)
+        fix = "x".join(str(d) if isinstance(d, int) else str(want[i] if same_rank else 1)
+                       for i, d in enumerate(dims))
+        if "=" in item or len(declared) > 1:
+            fix = f"{name}={fix}"
+        shown = "×".join(str(d) for d in dims)
+        free = [str(d) for d in dims if not isinstance(d, int)]
+        if 0 in dims:
+            raise UsageError(f"input {name!r} is {shown} in {label}: a dimension of size 0, which "
+                             "onnxruntime runs only on empty tensors",
+                             hint="re-export the model with that dimension dynamic (named)")
+        if not free:
+            raise UsageError(f"input {name!r} is fixed at {shown} in {label}; --input-shape "
+                             f"{item} does not match", hint=f"drop --input-shape or give {fix}")
+        raise UsageError(f"input {name!r} is {shown} in {label} (only {', '.join(free)} can "
+                         f"vary); --input-shape {item} does not match", hint=f"give {fix}")
+
+
+def parse_input_shape(item: str) -> tuple[int, ...]:
+    """The dims of one ``[NAME=]1x3x224x224`` value (commas work too), read as the runner's
+    ``parse_shape`` reads them (the runner stays a standalone script); a UsageError otherwise."""
+    text = item.rpartition("=")[2]
+    try:
+        dims = tuple(int(d) for d in text.lower().replace(",", "x").split("x") if d.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise UsageError(f"cannot read --input-shape {item!r}",
+                         hint="write it as 1x3x224x224, or NAME=1x3x224x224 for one input")
+    return dims
+
+
+def _fits(declared: Sequence[int | str], dims: Sequence[int]) -> bool:
+    return len(declared) == len(dims) and all(
+        not isinstance(d, int) or d == w for d, w in zip(declared, dims, strict=True))
+
+
 def _digest(files: Sequence[Path]) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -309,22 +394,32 @@ def measure(
     *,
     profile: Any = None,
     progress: Progress | None = None,
+    model: str | None = None,
 ) -> MeasureResult:
-    """Measure ``artifact`` (.onnx/.tflite) on ``target``; see the module docstring."""
+    """Measure ``artifact`` (.onnx/.tflite) on ``target``; see the module docstring.
+
+    ``model`` is the spec or pruned directory ``artifact`` was exported from: progress and the
+    result name it instead of the export's cache file. A spec given as ``artifact`` is exported
+    here (at its default input shape) and named the same way.
+    """
     started = time.monotonic()
     settings = _with_profile_defaults(settings or MeasureSettings(), target, profile)
     path = _artifact_for(artifact, progress=progress)
+    exported = model is not None or Path(artifact).expanduser() != path
+    label = (model or str(artifact)) if exported else path.name
     files = artifact_files(path)
+    check_input_shapes(path, settings.input_shapes, label=label)
     digest = _digest(files)
     size = sum(f.stat().st_size for f in files)
     emit = progress or (lambda event: None)
     key = _cache_key(digest, settings, target)
     cache_file = cache_dir() / "results" / f"{key}.json"
+    asked = model or str(artifact)
     if settings.use_cache and cache_file.is_file():
         with contextlib.suppress(OSError, ValueError, TypeError):
             cached = MeasureResult.from_dict(json.loads(cache_file.read_text()))
-            emit({"stage": "cache", "message": f"cached result for {path.name} on {target.name}"})
-            return dataclasses.replace(cached, cached=True, artifact=str(path),
+            emit({"stage": "cache", "message": f"cached result for {label} on {target.name}"})
+            return dataclasses.replace(cached, cached=True, artifact=str(path), model=asked,
                                        wall_s=time.monotonic() - started)
 
     device = (_LocalDevice(target, emit) if target.is_local
@@ -334,7 +429,7 @@ def measure(
         for attempt in range(1, settings.max_repeats + 2):
             raise_if_interrupted()
             emit({"stage": "run", "attempt": attempt,
-                  "message": f"measuring {path.name} on {target.where}: {settings.warmup} warm-up "
+                  "message": f"measuring {label} on {target.where}: {settings.warmup} warm-up "
                   f"+ {settings.runs} runs" + (f" (attempt {attempt})" if attempt > 1 else "")})
             attempts.append(run_attempt(settings))
             cv = _noise(attempts[-1])
@@ -344,8 +439,9 @@ def measure(
                 emit({"stage": "repeat", "message": f"noisy (CV {cv:.1%} > "
                       f"{settings.cv_threshold:.0%}); repeating in a fresh process"})
     best = min(attempts, key=_noise)
-    result = _result(best, attempts, path, digest, size, target, settings, device.timings,
-                     time.monotonic() - started)
+    result = dataclasses.replace(
+        _result(best, attempts, path, digest, size, target, settings, device.timings,
+                time.monotonic() - started), model=asked)
     if settings.use_cache and not result.noisy:
         with contextlib.suppress(OSError):
             atomic_write_json(cache_file, result.to_dict())

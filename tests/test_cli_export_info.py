@@ -170,3 +170,43 @@ def test_info_of_a_tflite_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "broken.tflite").write_bytes(b"not a flatbuffer at all")
     assert main(["info", str(tmp_path / "broken.tflite")]) == EXIT_ERROR
     assert "not a TFLite model" in capsys.readouterr().err
+
+
+def test_info_of_an_onnx_file_shows_its_macs(
+    tmp_path: Path, factory: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MACs of an .onnx file from its graph — the PyTorch count of the model it was exported
+    from — in JSON and text; a graph it cannot tell says why instead of a number."""
+    import torch
+
+    from edgeprune import stats
+
+    out = tmp_path / "small.onnx"
+    code, data = run_cli(capsys, "export", "--model", factory, "--input-shape", "1,3,32,32",
+                         "--out", str(out))
+    assert code == 0, data
+    expected = stats.count_macs(models.load_model(factory), torch.zeros(1, 3, 32, 32))
+    code, info = run_cli(capsys, "info", str(out))
+    assert code == 0, info
+    assert (info["macs"], info["macs_note"]) == (expected, "")
+    assert info["macs_input_shapes"] == [[1, 3, 32, 32]]
+    assert main(["info", str(out)]) == 0
+    assert f"MACs:         {expected:,} ({expected / 1e9:.3f} G) at 1×3×32×32" in (
+        capsys.readouterr().out.splitlines())
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, None)  # weights of unknown shape
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g", [x, w], [y])
+    unknown = tmp_path / "unknown.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                    str(unknown))
+    code, info = run_cli(capsys, "info", str(unknown))
+    assert code == 0 and info["macs"] is None
+    assert "Conv/Gemm/MatMul node(s) are unknown" in info["macs_note"]
+    assert main(["info", str(unknown)]) == 0
+    assert ("MACs:         unknown (shapes of 1 Conv/Gemm/MatMul node(s) are unknown to ONNX "
+            "shape inference)") in capsys.readouterr().out.splitlines()

@@ -203,3 +203,95 @@ def test_help_imports_nothing_heavy() -> None:
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_measure_a_spec_names_the_spec_not_its_cached_export(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A spec is exported on the fly into the cache: what the user sees is the spec they typed;
+    the export stays in the JSON. C,H,W means one image, as in prune/info/export."""
+    quick = ["--runs", "3", "--warmup", "0", "--repeats", "0", "--cv-threshold", "10"]
+    assert main(["measure", "builtin:mnist-cnn", *quick, "--input-shape", "1x28x28"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "builtin:mnist-cnn on local (local)"
+    assert "measuring builtin:mnist-cnn on local" in captured.err
+    assert "exports" not in captured.out + captured.err  # the cache path is not what was asked
+
+    assert main(["measure", "builtin:mnist-cnn", *quick, "--input-shape", "1x1x28x28",
+                 "--format", "json"]) == 0
+    data, err = _json(capsys)
+    assert data["model"] == "builtin:mnist-cnn" and data["cached"]  # same export, same result
+    exported = Path(data["artifact"])
+    assert exported.parent == tmp_path / "cache" / "exports" and exported.suffix == ".onnx"
+    assert data["inputs"]["input"]["shape"] == [1, 1, 28, 28]
+    assert "cached result for builtin:mnist-cnn" in err
+
+    # an artifact file keeps its path in both places
+    onnx_file = make_conv_model(tmp_path / "conv.onnx")
+    assert main(["measure", str(onnx_file), *FAST, "--format", "json"]) == 0
+    data, _ = _json(capsys)
+    assert data["model"] == data["artifact"] == str(onnx_file)
+
+
+def test_wrong_input_shape_for_fixed_dims_is_refused_before_running(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fixed = make_conv_model(tmp_path / "model.onnx", dynamic=False)  # x: 1×3×32×32
+    assert main(["measure", str(fixed), "--input-shape", "1x3x16x16"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "edgeprune: error: input 'x' is fixed at 1×3×32×32 in model.onnx; --input-shape "
+        "1x3x16x16 does not match — drop --input-shape or give 1x3x32x32"]
+    assert not (tmp_path / "cache" / "locks").exists()  # no runner was started
+
+    assert main(["measure", str(fixed), "--input-shape", "1x3x16", "--format", "json"]) == 2
+    data, _ = _json(capsys)
+    assert data["error"]["type"] == "UsageError" and "give 1x3x32x32" in data["error"]["message"]
+    assert main(["measure", str(fixed), "--input-shape", "1x3x3two"]) == 2
+    assert "cannot read --input-shape '1x3x3two'" in capsys.readouterr().err
+
+    # the shape the message asks for runs in onnxruntime; so does any size of a dynamic dim
+    assert main(["measure", str(fixed), *FAST[:6], "--input-shape", "1x3x32x32",
+                 "--format", "json"]) == 0
+    assert _json(capsys)[0]["inputs"]["x"]["shape"] == [1, 3, 32, 32]
+    dynamic = make_conv_model(tmp_path / "dyn.onnx")  # x: N×3×H×W
+    assert main(["measure", str(dynamic), *FAST[:6], "--input-shape", "2x3x9x5"]) == 0
+    assert main(["measure", str(dynamic), "--input-shape", "1x1x9x5"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "edgeprune: error: input 'x' is N×3×H×W in dyn.onnx (only N, H, W can vary); "
+        "--input-shape 1x1x9x5 does not match — give 1x3x9x5")
+
+
+def test_ctrl_c_while_exporting_a_spec_says_what_happened(tmp_path: Path) -> None:
+    """Ctrl-C before any runner starts (the spec is still exporting): exit 130, and the one
+    line is true — nothing was started on a device, and no half-written export is left to be
+    reused by the next run."""
+    import os
+    import signal
+
+    from edgeprune.cli.measure import INTERRUPTED
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "EDGEPRUNE_CACHE_DIR": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli.main", "measure",
+                             "torchvision:resnet50", "--target", "local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "exporting torchvision:resnet50" in line:
+                break
+        assert proc.poll() is None, "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        _out, rest = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    err = "".join(seen) + rest
+    assert proc.returncode == 130, err
+    assert [ln for ln in err.splitlines() if ln.startswith("edgeprune: error:")] == [
+        f"edgeprune: error: {INTERRUPTED}"]
+    assert "nothing was measured" in INTERRUPTED and "anything started" in INTERRUPTED
+    assert not (cache / "locks").exists()  # no runner, no device lock
+    assert list((cache / "exports").glob("*.onnx")) == []

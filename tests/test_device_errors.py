@@ -296,8 +296,9 @@ def test_ctrl_c_kills_the_remote_runner_and_removes_its_temp_dir(
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, err
-    assert _error_lines(err) == ["edgeprune: error: interrupted — the runner was stopped and its "
-                                 "files on the device removed; run the command again"]
+    assert _error_lines(err) == ["edgeprune: error: interrupted — nothing was measured to the "
+                                 "end; anything started on the device was stopped and its files "
+                                 "removed; run the command again"]
     assert _runner_pids(work) == []  # the remote process was killed, not left running
     assert not runs[0].exists() and list((work / "runs").iterdir()) == []
     assert not (work / "lock").exists()

@@ -221,14 +221,14 @@ def test_unloadable_artifact(sshd: SSHServer, ssh_target, tmp_path: Path) -> Non
     unknown = make_unknown_op_model(tmp_path / "unknown op.onnx")
     with pytest.raises(MeasurementError,
                        match="runtime on .* cannot load the artifact: .*NoSuchOp"):
-        measure(unknown, ssh_target, FAST)
+        measure(unknown, ssh_target, dataclasses.replace(FAST, input_shapes=()))  # fixed 1x3
     _assert_device_clean(sshd, ssh_target)
 
 
 def test_unloadable_artifact_local(tmp_path: Path) -> None:
     unknown = make_unknown_op_model(tmp_path / "unknown.onnx")
     with pytest.raises(MeasurementError, match="local .*cannot load the artifact: .*NoSuchOp"):
-        measure(unknown, load_target("local"), FAST)
+        measure(unknown, load_target("local"), dataclasses.replace(FAST, input_shapes=()))
 
 
 @pytest.mark.ssh
@@ -340,7 +340,78 @@ def test_not_an_artifact(tmp_path: Path) -> None:
         MeasureSettings(runs=0)
 
 
-def test_wrong_input_shape_names_the_flag(model: Path) -> None:
+def test_wrong_input_shape_names_the_flag(model: Path, _cache: Path) -> None:
+    """A shape of the wrong rank is refused from the graph before any runner starts."""
     settings = dataclasses.replace(FAST, input_shapes=("1x3",), use_cache=False)
-    with pytest.raises(MeasurementError, match="rank.*check --input-shape"):
+    with pytest.raises(UsageError) as caught:
         measure(model, load_target("local"), settings)
+    assert caught.value.one_line() == (
+        "input 'x' is N×3×H×W in conv.onnx (only N, H, W can vary); --input-shape 1x3 does not "
+        "match — give 1x3x1x1")
+    assert not (_cache / "locks").exists()  # the local device was never taken
+
+
+def _two_input_model(path: Path) -> Path:
+    """x: fixed 1×3×8×8, y: dynamic ×4 (an unknown -1 dim, dynamic to onnxruntime as a named
+    one is), w: 0×4 (a fixed size of zero to onnxruntime); sums of their means."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [0, 4])
+    out = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+             helper.make_node("ReduceMean", ["y"], ["n"], keepdims=0),
+             helper.make_node("ReduceSum", ["w"], ["o"], keepdims=0),
+             helper.make_node("Sum", ["m", "n", "o"], ["z"])]
+    model = helper.make_model(helper.make_graph(nodes, "two", [x, y, w], [out]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+def test_input_shapes_are_checked_against_the_graph(tmp_path: Path, _cache: Path) -> None:
+    """Fixed dims must match, dynamic ones take anything, names must exist; what the check
+    lets through really runs in onnxruntime."""
+    from edgeprune.measure import check_input_shapes
+
+    two = _two_input_model(tmp_path / "two.onnx")
+    local = load_target("local")
+
+    def refused(*shapes: str) -> str:
+        with pytest.raises(UsageError) as caught:
+            measure(two, local, dataclasses.replace(FAST, input_shapes=shapes))
+        return caught.value.one_line()
+
+    assert refused("y=2x4", "x=1x3x9x8") == (
+        "input 'x' is fixed at 1×3×8×8 in two.onnx; --input-shape x=1x3x9x8 does not match — "
+        "drop --input-shape or give x=1x3x8x8")
+    assert refused("y=5x3") == (
+        "input 'y' is ?×4 in two.onnx (only ? can vary); --input-shape y=5x3 does not match — "
+        "give y=5x4")
+    assert refused("v=1x3x8x8") == (
+        "two.onnx has no input named 'v' (--input-shape v=1x3x8x8); its inputs: x, y, w — name "
+        "one of those inputs, or drop NAME= to shape every input")
+    assert "cannot read --input-shape 'y=2xfour'" in refused("y=2xfour")
+    # one unnamed shape for every input cannot fit them all: the fix names the input
+    assert refused("1x3x8x8").startswith("input 'y' is ?×4 in two.onnx")
+    assert refused("w=3x4") == (
+        "input 'w' is 0×4 in two.onnx: a dimension of size 0, which onnxruntime runs only on "
+        "empty tensors — re-export the model with that dimension dynamic (named)")
+    assert not (_cache / "locks").exists()  # nothing reached the device
+
+    check_input_shapes(two, ["y=7x4", "x=1x3x8x8"])  # dynamic: any size
+    check_input_shapes(tmp_path / "m.tflite", ["1x2"])  # TFLite: left to the runner
+
+    import numpy as np
+    import onnxruntime as ort
+
+    # what the check calls dynamic and fixed is what onnxruntime enforces
+    session = ort.InferenceSession(str(two), providers=["CPUExecutionProvider"])
+    feeds = {"x": np.ones((1, 3, 8, 8), np.float32), "y": np.ones((7, 4), np.float32),
+             "w": np.ones((0, 4), np.float32)}
+    assert session.run(None, feeds)[0] == pytest.approx(2.0)
+    with pytest.raises(Exception, match="invalid dimensions for input: w"):
+        session.run(None, {**feeds, "w": np.ones((3, 4), np.float32)})

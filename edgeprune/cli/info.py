@@ -1,9 +1,9 @@
 """``edgeprune info``: parameters, MACs, size on disk and layer widths of a model.
 
-MODEL is an ``.onnx`` file (parameters from its initializers, size with external data, inputs
-and outputs; no MACs), a ``.tflite`` file (parameters from its constant tensors, read without a
-TFLite runtime), a model spec or a pruned model directory. Exit codes: 0 ok; 1 model
-error; 2 usage.
+MODEL is an ``.onnx`` file (parameters from its initializers, MACs from the graph as ``gate``
+counts them, size with external data, inputs and outputs), a ``.tflite`` file (parameters from
+its constant tensors, read without a TFLite runtime; no MACs), a model spec or a pruned model
+directory. Exit codes: 0 ok; 1 model error; 2 usage.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="parameters, MACs, size on disk and layer widths of a model",
         description="Show static facts about a model: a model spec, a pruned directory, an "
         ".onnx or a .tflite file. MACs are multiply-accumulates of conv/linear layers for one "
-        "forward pass at the input shape (whole batch).",
+        "forward pass at the input shape (whole batch); for an .onnx file they are read from "
+        "the graph, dynamic dims filled from --input-shape (else 1).",
         epilog="Exit codes: 0 ok, 1 model error, 2 usage.",
     )
     add_model_args(parser, positional=True)
@@ -38,12 +39,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune import stats
 
     if Path(args.model).suffix.lower() == ".onnx":
-        info = stats.onnx_info(args.model)
+        info = stats.onnx_info(args.model, input_shape=args.input_shape)
         out.result({"kind": "onnx", "model": args.model, **info.to_dict()}, _render_onnx)
         return 0
     if Path(args.model).suffix.lower() == ".tflite":
         tfl = stats.tflite_info(args.model)
-        out.result({"kind": "tflite", "model": args.model, **tfl.to_dict()}, _render_onnx)
+        out.result({"kind": "tflite", "model": args.model, **tfl.to_dict(), "macs": None,
+                    "macs_note": "not computed for TFLite"}, _render_onnx)
         return 0
     model, shape = resolve_model(args.model, args.weights, args.input_shape)
     import torch
@@ -105,6 +107,7 @@ def _render_onnx(data: dict[str, Any]) -> str:
                 f"params:       {data['params']:,} (initializers; BatchNorm is usually folded)"]
     lines = [
         *head,
+        _macs_line(data),
         f"size on disk: {data['size_bytes'] / 1e6:.2f} MB in {len(data['files'])} file(s)",
     ]
     if len(data["files"]) > 1:
@@ -116,3 +119,13 @@ def _render_onnx(data: dict[str, Any]) -> str:
     ops = ", ".join(f"{op} {n}" for op, n in data["op_types"].items())
     lines.append(f"nodes:        {data['nodes']} ({ops})")
     return "\n".join(lines)
+
+
+def _macs_line(data: dict[str, Any]) -> str:
+    """MACs of an ONNX/TFLite file, or why there are none; what the count leaves out, if any."""
+    macs, note = data.get("macs"), data.get("macs_note") or ""
+    if macs is None:
+        return f"MACs:         unknown ({note})" if note else "MACs:         unknown"
+    shapes = ", ".join("×".join(str(d) for d in s) for s in data.get("macs_input_shapes") or [])
+    at = f" at {shapes}" if shapes else ""
+    return f"MACs:         {macs:,} ({macs / 1e9:.3f} G){at}" + (f"; {note}" if note else "")

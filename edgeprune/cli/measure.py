@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from edgeprune.cli._output import Output, table
@@ -12,8 +13,11 @@ from edgeprune.cli.targets import (
     target_from_args,
 )
 
-INTERRUPTED = ("interrupted — the runner was stopped and its files on the device removed; run "
-               "the command again")
+# true whether Ctrl-C came while a spec was being exported (nothing on the device yet) or while
+# the runner ran (stopped, its run directory and the device lock removed)
+INTERRUPTED = ("interrupted — nothing was measured to the end; anything started on the device "
+               "was stopped and its files removed; run the command again")
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -52,11 +56,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.measure import MeasureSettings, _artifact_for, measure
+    from edgeprune.measure import (
+        ARTIFACT_SUFFIXES,
+        MeasureSettings,
+        _artifact_for,
+        measure,
+        parse_input_shape,
+    )
     from edgeprune.profiles import load_profile
 
-    plain = [s for s in args.input_shape if "=" not in s]
-    export_shape = tuple(int(d) for d in plain[0].replace(",", "x").split("x")) if plain else None
+    shapes = list(args.input_shape)
+    dims = [parse_input_shape(s) for s in shapes]  # a typo is a usage error before any work
+    # a spec or pruned directory is exported first, and named as the user typed it, not by its
+    # cached export; C,H,W means one image (batch 1) as in prune/info/export
+    exported = Path(args.model).suffix.lower() not in ARTIFACT_SUFFIXES
+    export_shape = None
+    plain = [i for i, s in enumerate(shapes) if "=" not in s]
+    if exported and plain:
+        export_shape = (1, *dims[plain[0]]) if len(dims[plain[0]]) == 3 else dims[plain[0]]
+        shapes[plain[0]] = "x".join(str(d) for d in export_shape)
     artifact = _artifact_for(args.model, weights=args.weights, input_shape=export_shape,
                              progress=out.progress)
     target = target_from_args(args)
@@ -67,10 +85,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
         runs=args.runs, warmup=args.warmup, threads=args.threads, per_op=args.per_op,
         runtime=args.runtime,
         providers=tuple(p for p in (args.providers or "").split(",") if p),
-        input_shapes=tuple(args.input_shape), max_seconds=args.max_seconds,
+        input_shapes=tuple(shapes), max_seconds=args.max_seconds,
         cv_threshold=args.cv_threshold, max_repeats=args.repeats, use_cache=not args.no_cache,
         timeout_s=args.timeout)
-    result = measure(artifact, target, settings, profile=profile, progress=out.progress)
+    result = measure(artifact, target, settings, profile=profile, progress=out.progress,
+                     model=args.model if exported else None)
     if result.noisy:
         out.warn(f"noisy measurement: robust CV {result.robust_cv or result.cv:.1%} above "
                  f"{result.cv_threshold:.0%} after "
@@ -84,7 +103,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def _render(d: dict[str, Any]) -> str:
     dev = d.get("device") or {}
-    head = (f"{d['artifact']} on {d['where']}{' (cached)' if d.get('cached') else ''}\n"
+    head = (f"{d.get('model') or d['artifact']} on {d['where']}"
+            f"{' (cached)' if d.get('cached') else ''}\n"
             f"  {d['runtime']} {d.get('runtime_version') or ''}, threads "
             f"{d.get('threads') or 'default'}, {d['runs']} runs after {d['warmup']} warm-up"
             f"{', NOISY' if d.get('noisy') else ''}")

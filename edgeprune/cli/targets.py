@@ -46,7 +46,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("targets", help="list, show and check devices",
                               description="Named devices: where they are and how to reach them.")
     sub = p.add_subparsers(dest="targets_command", metavar="ACTION", required=True)
-    ls = sub.add_parser("list", help="every known target and where its file is")
+    ls = sub.add_parser("list", help="every known target and where its file is",
+                        description="Every known target: kind, host, profile, description and "
+                        "the TOML file it came from (built-in, ~/.config/edgeprune/targets, or "
+                        "--targets-file); a later file of the same name overrides an earlier one.")
     show = sub.add_parser("show", help="one target's settings")
     show.add_argument("name", metavar="NAME")
     check = sub.add_parser(
@@ -108,28 +111,56 @@ def _profile_runtimes(args: argparse.Namespace, target: Any) -> tuple[str, ...]:
         return ()
 
 
-def _list(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.targets import list_targets, load_target_file
+BUILT_IN = "built in"  # the FILE of a target that has none: `local` when no local.toml is found
 
+
+def _list(args: argparse.Namespace, out: Output) -> int:
+    from edgeprune.targets import LOCAL, list_targets, load_target_file
+
+    found = list_targets(args.targets_file)
     rows = []
-    for name, (origin, path) in sorted(list_targets(args.targets_file).items()):
-        entry: dict[str, Any] = {"name": name, "origin": origin, "path": str(path)}
+    for name, (origin, path) in sorted(found.items()):
+        entry: dict[str, Any] = {"name": name, "origin": origin, "path": str(path),
+                                 "file": str(path)}
         try:
             t = load_target_file(path)
-            entry.update(kind="local" if t.is_local else "ssh",
-                         host=None if t.ssh is None else f"{t.ssh.login}@{t.ssh.host}:{t.ssh.port}",
-                         profile=t.profile, description=t.description)
+            entry.update(_facts(t))
         except Exception as exc:
             entry.update(error=str(exc))
         rows.append(entry)
+    if LOCAL.name not in found:  # load_target("local") works without a file: list it too
+        rows.append({"name": LOCAL.name, "origin": "builtin", "path": None, "file": BUILT_IN,
+                     **_facts(LOCAL)})
+        rows.sort(key=lambda e: e["name"])
     out.result({"targets": rows}, _render_list)
     return 0
 
 
+def _facts(t: Any) -> dict[str, Any]:
+    return {"kind": "local" if t.is_local else "ssh",
+            "host": None if t.ssh is None else f"{t.ssh.login}@{t.ssh.host}:{t.ssh.port}",
+            "profile": t.profile, "description": t.description}
+
+
 def _render_list(data: dict[str, Any]) -> str:
     rows = [(t["name"], t.get("kind", "?"), t.get("host") or "", t.get("profile") or "",
-             t.get("error") or t.get("description") or "") for t in data["targets"]]
-    return table(("NAME", "KIND", "HOST", "PROFILE", "DESCRIPTION"), rows)
+             t.get("error") or t.get("description") or "", _file_column(t))
+            for t in data["targets"]]
+    return table(("NAME", "KIND", "HOST", "PROFILE", "DESCRIPTION", "FILE"), rows)
+
+
+def _file_column(entry: dict[str, Any]) -> str:
+    """The target's file (under home as ~/...), marked when it ships with edgeprune (edit a copy
+    in ~/.config/edgeprune/targets instead: an upgrade replaces it)."""
+    from pathlib import Path
+
+    file = str(entry["file"])
+    if file == BUILT_IN:
+        return file
+    home = str(Path.home())
+    if home != "/" and file.startswith(home + "/"):
+        file = "~" + file[len(home):]
+    return f"{file} ({BUILT_IN})" if entry.get("origin") == "builtin" else file
 
 
 def _render_check(data: dict[str, Any]) -> str:
