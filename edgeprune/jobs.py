@@ -34,7 +34,10 @@ class Loaded:
     history: list[Any] = field(default_factory=list)
 
 
-def load_source(source: ModelSource) -> Loaded:
+def load_source(source: ModelSource,
+                shape_from: Callable[[], Sequence[int]] | None = None) -> Loaded:
+    """Load the model; its input shape comes from the spec's flag, else the model, else
+    ``shape_from()`` (e.g. the data's own image shape), else it is an error naming the flag."""
     from edgeprune import models, saving
 
     if source.weights and saving.is_pruned_dir(source.spec):
@@ -47,6 +50,8 @@ def load_source(source: ModelSource) -> Loaded:
         base_spec, history = manifest.spec, list(manifest.history)
     shape = (source.input_shape or models.default_input_shape(model)
              or models.default_input_shape(source.spec))
+    if shape is None and shape_from is not None:
+        shape = tuple(shape_from())
     if shape is None:
         raise UsageError(f"cannot tell the input shape of {source.spec!r}",
                          hint="pass --input-shape [N,]C,H,W (e.g. 3,224,224)")
@@ -54,6 +59,24 @@ def load_source(source: ModelSource) -> Loaded:
     if len(shape) == 3:  # C,H,W: one image
         shape = (1, *shape)
     return Loaded(model, base_spec, shape, history)
+
+
+def _load_with_data(source: ModelSource, data: str | None, batch_size: int, seed: int,
+                    progress: Progress | None) -> tuple[Loaded, Any]:
+    """The model and its data; when neither --input-shape nor the model tells the input shape,
+    the data's own image shape does (batch 1), as ``edgeprune evaluate`` does."""
+    from edgeprune.data import load_data
+
+    native: list[Any] = []
+
+    def from_data() -> tuple[int, ...]:
+        native.append(load_data(data, batch_size=batch_size, seed=seed, progress=progress))
+        return (1, *native[0].input_shape)
+
+    loaded = load_source(source, from_data if data is not None else None)
+    if native:
+        return loaded, native[0]
+    return loaded, _data(data, loaded.input_shape, batch_size, seed, progress)
 
 
 def _data(data_spec: str | None, shape: Sequence[int], batch_size: int, seed: int,
@@ -92,12 +115,11 @@ def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | 
     from edgeprune.prune import prune
 
     check_writable(out, force=force, kind="dir", inputs=(source.spec, source.weights))
-    loaded = load_source(source)
     needs_data = config.criterion in ("activation", "taylor")
     if needs_data and data is None:
         raise UsageError(f"criterion {config.criterion!r} needs real data",
                          hint="pass --data SPEC (e.g. builtin:mnist5k) or use --criterion l2")
-    bundle = _data(data, loaded.input_shape, batch_size, config.seed, progress)
+    loaded, bundle = _load_with_data(source, data, batch_size, config.seed, progress)
     calib = labeled = None
     if bundle is not None:
         from edgeprune.data import calibration_batches as calib_batches
@@ -136,8 +158,7 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
     from edgeprune.train import get_recipe
 
     check_writable(out, force=force, kind="dir", inputs=(source.spec, source.weights))
-    loaded = load_source(source)
-    bundle = _data(data, loaded.input_shape, batch_size, config.seed, progress)
+    loaded, bundle = _load_with_data(source, data, batch_size, config.seed, progress)
     overrides: dict[str, Any] = {}
     if lr is not None:
         overrides["lr"] = lr

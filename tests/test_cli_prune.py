@@ -105,3 +105,25 @@ def test_materialize_cli_on_torch_prune_masks(tmp_path, capsys):
     assert r["max_abs_diff_float32"] <= 1e-4  # float32 moves by summation order only
     assert r["accuracy_after"]["top1"] == pytest.approx(r["accuracy_before"]["top1"], abs=1e-9)
     assert edgeprune.load(tmp_path / "small").features[0].out_channels == 24
+
+
+def test_the_input_shape_comes_from_the_data_when_nothing_else_knows_it(tmp_path, capsys):
+    """A user's file.py model has no default input shape: with --data the data's own images
+    (builtin:digits, 1×8×8) give it, as `edgeprune evaluate` does; without, one line asks."""
+    factory = tmp_path / "net.py"
+    factory.write_text(
+        "import torch.nn as nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))\n")
+    spec = f"{factory}:make"
+    code = main(["prune", "--model", spec, "--ratio", "0.5", "--out", str(tmp_path / "no")])
+    assert code == 2 and "--input-shape" in capsys.readouterr().err
+    code = main(["prune", "--model", spec, "--data", "builtin:digits", "--ratio", "0.5",
+                 "--out", str(tmp_path / "p"), "--format", "json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["accuracy_before"] is not None
+    manifest = json.loads((tmp_path / "p" / "model.json").read_text())
+    assert manifest["input_shape"] == [1, 1, 8, 8]
+    assert manifest["modules"]["0"]["out_channels"] == 8

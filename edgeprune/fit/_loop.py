@@ -172,7 +172,12 @@ def _context(settings: FitSettings, run: RunDir, state: dict[str, Any], emit: Pr
     budgets = (ResolvedBudgets.from_dict(state["budgets"]) if "budgets" in state
                else resolve_budgets(settings, profile))
     state["budgets"] = budgets.to_dict()
-    loaded = load_source(ModelSource(settings.model, settings.weights, settings.input_shape))
+    def data_shape() -> tuple[int, ...]:  # a file.py model with no shape of its own
+        return (1, *load_data(settings.data, batch_size=settings.batch_size,
+                              seed=settings.seed).input_shape)
+
+    loaded = load_source(ModelSource(settings.model, settings.weights, settings.input_shape),
+                         data_shape)
     bundle = load_data(settings.data, input_shape=tuple(loaded.input_shape[1:]),
                        batch_size=settings.batch_size, seed=settings.seed)
     state.setdefault("data", bundle.to_dict())
