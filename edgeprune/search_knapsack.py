@@ -144,8 +144,8 @@ def allocate(ctx: SearchContext, model: RooflineModel, target_ms: float,
              chunks: int = 16) -> tuple[Widths, float]:
     """Greedy knapsack: remove the chunk of channels with the lowest price per predicted
     millisecond saved, from any group, until the prediction reaches ``target_ms`` (or nothing is
-    left to remove). Chunks are about 1/``chunks`` of a group, whole multiples of :data:`ALIGN`
-    (or of ``round_to`` if larger) channels.
+    left to remove). Chunks are about 1/``chunks`` of a group, whole multiples of
+    :func:`channel_align` (or of ``round_to`` if larger) channels.
 
     A chunk's price is the MACs it takes away (the capacity fine-tuning works with) weighted by
     the mean importance of its channels relative to their group's mean (scores from
@@ -191,15 +191,26 @@ def _scores(ctx: SearchContext) -> dict[str, list[float]]:
 
 
 # widths the strategy proposes are multiples of this many channels (where the group is at least
-# four times as wide): CPU kernels work on 8-float vectors (AVX2; NEON on 4 or 8) and blocks of
-# them, and a width just off a multiple can run slower than the unpruned model (docs/fit.md)
+# twice as wide): CPU kernels work on 8-float vectors (AVX2; NEON on 4 or 8) and blocks of them,
+# and a width just off a multiple can run slower than the unpruned model (docs/fit.md). On x86
+# onnxruntime's blocked convolutions use blocks of 16 channels (AVX-512): 56 channels measured
+# slower than 48 there, so x86 devices get X86_ALIGN.
 ALIGN = 8
+X86_ALIGN = 16
+
+
+def channel_align(ctx: SearchContext) -> int:
+    """The channel multiple for the device the fit measures on (its reported machine)."""
+    device = (getattr(ctx, "state", None) or {}).get("device") or {}
+    machine = str(device.get("machine") or "").lower()
+    return X86_ALIGN if machine in ("x86_64", "amd64", "x64") else ALIGN
 
 
 def _next_width(ctx: SearchContext, root: str, width: int, original: int, round_to: int,
                 chunks: int) -> int | None:
     """The next narrower width of a group a step of the allocation may take, or None."""
-    align = max(round_to, ALIGN if original >= 4 * ALIGN else 1)
+    device_align = channel_align(ctx)
+    align = max(round_to, device_align if original >= 2 * device_align else 1)
     step = max(align, (original // chunks) // align * align)
     low = ctx.min_width(root)
     kept = (width - step) // align * align if align > 1 else width - step

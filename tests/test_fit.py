@@ -162,8 +162,11 @@ def test_trade_off_points_fill_the_curve_on_both_sides_of_the_budget(speedup_run
     # noise_margin 0.99 leaves no room for a safety point: one looser, one tighter, one looser
     assert len(levels) == 3 and levels[2] > levels[0] > around["latency_ms"] > levels[1]
     points = [c for c in report["candidates"] if c["kind"] == "tradeoff"]
-    assert points, state["tradeoff"]
     assert [c["id"] for c in points] == state["tradeoff"]["ids"]
+    # every level is either a measured point or skipped for a stated reason
+    skipped = state["tradeoff"].get("skipped", {})
+    assert len(points) + len(skipped) == len(levels), state["tradeoff"]
+    assert all(reason for reason in skipped.values())
     for point in points:
         assert point["measured"] and point["parent"] == report["baseline"]["id"]
         assert point["widths"] not in [c["widths"] for c in report["candidates"]

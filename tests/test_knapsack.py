@@ -13,7 +13,7 @@ from edgeprune import engine
 from edgeprune.fit import FitBudgetNotMetError, FitSettings, fit
 from edgeprune.fit._candidates import _layer_macs, layer_costs
 from edgeprune.prune import PruneConfig, prune, round_kept
-from edgeprune.search_knapsack import ALIGN, Cost, RooflineModel, allocate
+from edgeprune.search_knapsack import ALIGN, X86_ALIGN, Cost, RooflineModel, allocate
 from tests._helpers import torchvision_model
 
 
@@ -80,6 +80,25 @@ def _ctx(groups: dict[str, int], round_to: int = 1) -> Any:
         round_width=lambda r, k: round_kept(k, groups[r], round_to))
 
 
+def test_widths_follow_the_device_channel_multiple() -> None:
+    """x86 (AVX-512 blocked kernels): multiples of 16 where a group has 32 or more channels;
+    an aarch64 device: multiples of 8. Groups narrower than twice the multiple are free."""
+    groups = {"a": 32, "b": 64, "c": 128, "d": 12}
+    cost = Cost(groups, [{"macs": 1.0, "in_elems": 0.0, "out_elems": 0.0, "weights": 0.0,
+                          "depthwise": False, "cut_in": {}, "cut_out": {r: 1.0}}
+                         for r in groups])
+    roofline = RooflineModel(cost)
+    roofline.coef = (10.0, 0.0, 0.0)
+    for machine, multiple in (("x86_64", X86_ALIGN), ("aarch64", ALIGN)):
+        ctx = _ctx(groups)
+        ctx.state = {"device": {"machine": machine}}
+        widths, _ = allocate(ctx, roofline, 4.0)
+        assert widths != groups
+        for root, width in widths.items():
+            if groups[root] >= 2 * multiple:
+                assert width % multiple == 0, (machine, root, width)
+
+
 def test_allocation_keeps_more_macs_than_uniform_on_a_memory_bound_device() -> None:
     """On a device whose latency follows elements moved, the allocation reaches the target
     predicted latency with aligned widths and keeps more MACs than one uniform ratio does at the
@@ -95,7 +114,7 @@ def test_allocation_keeps_more_macs_than_uniform_on_a_memory_bound_device() -> N
     assert predicted <= target and roofline.predict(widths) == pytest.approx(predicted)
     for root, width in widths.items():
         assert width >= max(1, round(groups[root] * 0.1))
-        if width < groups[root] and groups[root] >= 4 * ALIGN:
+        if width < groups[root] and groups[root] >= 2 * ALIGN:
             assert width % ALIGN == 0, (root, width)
     lo, hi = 0.0, 0.9  # the uniform ratio with the same predicted latency
     for _ in range(40):

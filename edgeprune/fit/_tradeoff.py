@@ -73,18 +73,26 @@ def step(ctx: Any, state: dict[str, Any]) -> str:
     level = float(plan["levels"][index])
     plan["next"] = index + 1
     label = f"trade-off point {index + 1}/{len(plan['levels'])} at {level:.3g} ms"
+
+    def skip(reason: str) -> str:
+        plan.setdefault("skipped", {})[str(index)] = reason
+        return f"{label}: {reason}"
+
     nearest = _nearest_measured(ctx, state, level)
     if nearest is not None:
-        return f"{label}: {nearest} is already within {NEAR:.0%} of it, skipped"
+        return skip(f"{nearest} is already within {NEAR:.0%} of it, skipped")
     # keep room for the final checks twice over: the chosen model's and one fallback's
     needed = (2 if ctx.budgets.relative else 1) + int(getattr(ctx, "reserve", 0))
     if not ctx.can_measure(needed):
+        for rest in range(index + 1, len(plan["levels"])):
+            plan.setdefault("skipped", {})[str(rest)] = "measurement budget spent"
         plan["next"] = len(plan["levels"])
-        return f"{label}: the measurement budget is spent, no more trade-off points"
-    widths, expected = _allocate(ctx, state, level)
-    for record in state["candidates"]:
-        if record["widths"] == widths and record.get("measured"):
-            return f"{label}: the allocation gives {record['id']}'s widths again, skipped"
+        return skip("the measurement budget is spent, no more trade-off points")
+    found = _new_widths(ctx, state, level)
+    if found is None:
+        return skip("the allocation near this level gives only widths already measured, "
+                    "skipped")
+    widths, expected = found
     record = ctx.evaluate(widths, parent=ctx.baseline_id, kind="tradeoff", step=state["step"],
                           note=f"trade-off point at {level:.3g} ms (expected {expected:.3g} ms)",
                           predicted_latency_ms=expected)
@@ -94,6 +102,18 @@ def step(ctx: Any, state: dict[str, Any]) -> str:
     where = "infeasible" if not record.get("feasible") else \
         f"{latency:.3g} ms" if latency is not None else "not measured"
     return f"{label}: {record['id']} top-1 {100 * record['accuracy']:.2f}% at {where}"
+
+
+def _new_widths(ctx: Any, state: dict[str, Any],
+                level: float) -> tuple[dict[str, int], float] | None:
+    """Widths allocated for ``level`` that no measured candidate has; with coarse channel
+    multiples a few neighbouring levels are tried (their prediction stays within 15 %)."""
+    measured = [r["widths"] for r in state["candidates"] if r.get("measured")]
+    for factor in (1.0, 0.92, 1.08, 0.85, 1.15):
+        widths, expected = _allocate(ctx, state, level * factor)
+        if widths not in measured and widths != dict(ctx.groups):
+            return widths, expected
+    return None
 
 
 def _nearest_measured(ctx: Any, state: dict[str, Any], level: float) -> str | None:
