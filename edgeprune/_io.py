@@ -85,9 +85,9 @@ def refuse_overlap(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLi
         if not given:
             continue
         text = os.fspath(given)
-        left = text.rsplit(":", 1)[0]
-        # a `file.py:factory` spec: the file is the input
-        candidate = Path(left) if left.endswith(".py") and not Path(text).exists() else Path(text)
+        # a `file.py:factory(...)` spec: the file is the input (arguments may hold ':')
+        cut = text.find(".py:")
+        candidate = Path(text[:cut + 3]) if cut > 0 and not Path(text).exists() else Path(text)
         if not candidate.exists():
             continue
         source = candidate.resolve()

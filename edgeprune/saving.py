@@ -61,6 +61,15 @@ def is_pruned_dir(path: str | os.PathLike[str]) -> bool:
     return p.is_dir() and (p / MANIFEST).is_file()
 
 
+def _written_by_us(path: Path) -> bool:
+    """A directory whose model.json is an edgeprune manifest (another tool's model.json, e.g. a
+    TF.js model folder, does not make a directory ours to replace)."""
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _module_shapes(model: Any) -> dict[str, dict[str, Any]]:
     shapes: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
@@ -100,7 +109,7 @@ def save(model: Any, path: str | os.PathLike[str], *, spec: str,
     if out.exists() and not force:
         raise OutputExistsError(f"output {str(out)!r} exists already",
                                 hint="choose another --out or pass --force to replace it")
-    if out.exists() and not is_pruned_dir(out) and any(out.iterdir()):
+    if out.exists() and not (is_pruned_dir(out) and _written_by_us(out)) and any(out.iterdir()):
         raise OutputExistsError(f"{str(out)!r} is a non-empty directory that is not a pruned "
                                 "model; refusing to replace it", hint="choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,15 @@ remove_tree() {
   rm -rf --one-file-system "$1"
 }
 
+ours() {  # $1: a path this script may replace or delete: absent, or a root it built (stamped)
+  [ ! -e "$1" ] || [ -f "$1/.edgeprune-arm64-stamp" ]
+}
+
+# EDGEPRUNE_ARM64_DIR may point anywhere, and this runs as root: never replace or delete a
+# directory this script did not build
+ours "$root" || die "$root exists and was not built by this script (no .edgeprune-arm64-stamp); \
+choose another EDGEPRUNE_ARM64_DIR or remove it yourself"
+
 if [ "${1:-}" = --remove ]; then
   remove_tree "$root"
   remove_tree "$root.build"

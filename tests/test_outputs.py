@@ -76,3 +76,66 @@ def test_fit_never_clears_a_directory_that_is_not_a_run(
                  "--speedup", "2", "--out", str(user), "--force"])
     assert code == 1 and "is not a fit run directory" in capsys.readouterr().err
     assert (user / "model" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_users_settings_json_does_not_make_a_directory_a_fit_run(tmp_path: Path) -> None:
+    """Only a settings.json written by edgeprune marks a run: a project folder with its own
+    settings.json is neither cleared (--force) nor written into."""
+    from edgeprune.errors import OutputExistsError
+    from edgeprune.fit._rundir import RunDir
+
+    project = tmp_path / "proj"
+    (project / "models" / "mine").mkdir(parents=True)
+    (project / "models" / "mine" / "w.bin").write_bytes(b"weights")
+    (project / "settings.json").write_text('{"theme": "dark"}')
+    for force in (False, True):
+        with pytest.raises(OutputExistsError, match="is not a fit run directory"):
+            RunDir(project).start({"model": "m"}, force=force)
+    assert (project / "models" / "mine" / "w.bin").read_bytes() == b"weights"
+    assert (project / "settings.json").read_text() == '{"theme": "dark"}'
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "settings.json").write_text('{"theme": "dark"}')
+    with pytest.raises(OutputExistsError):
+        RunDir(alone).start({"model": "m"}, force=False)
+
+
+def test_a_run_written_before_a_setting_existed_still_resumes(tmp_path: Path) -> None:
+    """settings.json of an older version lacks tradeoff_points: --resume reads it as 0 (what that
+    version did) and the stored settings match, so the run continues instead of being refused."""
+    from edgeprune.fit import FitSettings
+    from edgeprune.fit._rundir import RunDir
+
+    run = RunDir(tmp_path / "old")
+    today = FitSettings(model="builtin:mnist-cnn", data="builtin:mnist5k", speedup=2.0)
+    old = today.to_dict()
+    del old["tradeoff_points"]
+    assert run.start(old, force=False) is False
+    (tmp_path / "old" / "state.json").write_text("{}")
+    resumed = FitSettings.from_dict(run.read_settings()["settings"])
+    assert resumed.tradeoff_points == 0
+    assert run.start(resumed.to_dict(), force=False,
+                     normalize=lambda d: FitSettings.from_dict(d).to_dict()) is True
+
+
+def test_prune_force_never_replaces_another_tools_model_json_dir(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tfjs = work / "tfjs"
+    tfjs.mkdir()
+    (tfjs / "model.json").write_text('{"format": "graph-model"}')
+    (tfjs / "group1-shard1of1.bin").write_bytes(b"tfjs weights")
+    code = main(["prune", "--model", "builtin:mnist-cnn", "--ratio", "0.2", "--no-eval",
+                 "--out", str(tfjs), "--force"])
+    assert code == 1 and "not a pruned model" in capsys.readouterr().err
+    assert (tfjs / "group1-shard1of1.bin").read_bytes() == b"tfjs weights"
+
+
+def test_fit_interrupted_message_names_the_run_directory_to_resume() -> None:
+    import argparse
+
+    from edgeprune.cli.fit import INTERRUPTED
+
+    generated = argparse.Namespace(out=None, resume=None, run_dir="runs/fit-20261207-190000")
+    assert "edgeprune fit --resume runs/fit-20261207-190000" in INTERRUPTED(generated)
+    given = argparse.Namespace(out="runs/x", resume=None, run_dir="runs/x")
+    assert "--resume runs/x (or the same command again)" in INTERRUPTED(given)

@@ -18,8 +18,11 @@ from edgeprune.errors import OutputExistsError, UsageError
 
 
 def INTERRUPTED(args: argparse.Namespace) -> str:  # read by cli.main (a message or this)
-    return (f"interrupted — checkpoints of the completed epochs are in {args.out}.ckpt/: run "
-            "the same command with --resume to continue")
+    ckpt = Path(str(Path(args.out)) + ".ckpt")
+    if not ckpt.is_dir() or not any(ckpt.iterdir()):
+        return "interrupted before the first epoch's checkpoint; run the command again"
+    return (f"interrupted — checkpoints of the completed epochs are in {ckpt}/: run the same "
+            "command with --resume to continue")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

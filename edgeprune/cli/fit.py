@@ -12,13 +12,18 @@ import sys
 import time
 from typing import Any
 
-from edgeprune._signals import sticky_interrupts
 from edgeprune.cli._common import add_force, parse_shape
 from edgeprune.cli._output import Output
 from edgeprune.cli.targets import add_target_options
 
-INTERRUPTED = ("interrupted — the run directory keeps its last completed step: run the same "
-               "command again (or --resume DIR) to continue")
+
+def INTERRUPTED(args: argparse.Namespace) -> str:  # read by cli.main (a message or this)
+    run_dir = getattr(args, "run_dir", None) or args.resume or args.out
+    if not run_dir:
+        return "interrupted before the run directory was made; run the command again"
+    return (f"interrupted — {run_dir} keeps the last completed step: continue with "
+            f"edgeprune fit --resume {run_dir}" + ("" if args.resume or not args.out else
+                                                   " (or the same command again)"))
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -169,20 +174,19 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     progress = None if out.json else _progress(out)
     try:
-        # SIGTERM (a cancelled CI job) stops like Ctrl-C: the device is cleaned up, the run
-        # directory keeps its last completed step, and the same command resumes; either one
-        # sticks (see edgeprune._signals) so native code cannot swallow it
-        with sticky_interrupts():
-            if args.resume:
-                if args.out or args.model or args.config:
-                    raise UsageError("--resume DIR takes its settings from DIR",
-                                     hint="drop --out/--model/--config, or run without "
-                                     "--resume")
-                result = resume(args.resume, progress=progress)
-            else:
-                settings = settings_from_args(args)
-                target_dir = args.out or time.strftime("runs/fit-%Y%m%d-%H%M%S")
-                result = fit(settings, target_dir, force=args.force, progress=progress)
+        # Ctrl-C or SIGTERM (a cancelled CI job; cli.main makes both stick): the device is
+        # cleaned up and the run directory keeps its last completed step for --resume
+        if args.resume:
+            if args.out or args.model or args.config:
+                raise UsageError("--resume DIR takes its settings from DIR",
+                                 hint="drop --out/--model/--config, or run without "
+                                 "--resume")
+            result = resume(args.resume, progress=progress)
+        else:
+            settings = settings_from_args(args)
+            target_dir = args.out or time.strftime("runs/fit-%Y%m%d-%H%M%S")
+            args.run_dir = target_dir
+            result = fit(settings, target_dir, force=args.force, progress=progress)
     except FitBudgetNotMetError as exc:
         out.result(exc.result.to_dict(), lambda d: summary_text(d) + _where(d))
         raise

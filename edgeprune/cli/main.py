@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from edgeprune import __version__
-from edgeprune._signals import sticky_interrupts
+from edgeprune._signals import raise_if_interrupted, sticky_interrupts
 from edgeprune.cli._output import Output, add_format_flag, split_formats
 from edgeprune.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, EdgepruneError
 
@@ -103,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # sticks (edgeprune._signals), so native code that swallows a KeyboardInterrupt cannot
         # make a long loop run on; temp files are cleaned up on the way out
         with sticky_interrupts():
-            return int(args._run(args, out) or 0)
+            code = int(args._run(args, out) or 0)
+            raise_if_interrupted()  # a signal swallowed near the end does not exit 0
+            return code
     except EdgepruneError as exc:
         if os.environ.get("EDGEPRUNE_DEBUG"):
             raise

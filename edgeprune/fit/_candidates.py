@@ -143,7 +143,7 @@ class Candidates:
     def macs_of(self, widths: Mapping[str, int]) -> int:
         key = tuple(widths[g] for g in self.groups)
         if key not in self._macs:
-            model = self._prune_to(self.base_model, dict(self.groups), dict(widths))
+            model, _steps = self._prune_to(self.base_model, dict(self.groups), dict(widths))
             self._macs[key] = count_macs(model, self.example)
         return self._macs[key]
 

@@ -69,7 +69,8 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
 
     refuse_overlap(out, (settings.model, settings.weights), what="run directory")
     run = RunDir(out)
-    resumed = run.start(settings.to_dict(), force=force)
+    resumed = run.start(settings.to_dict(), force=force,
+                        normalize=lambda stored: FitSettings.from_dict(stored).to_dict())
     state = (run.read_state() if resumed else None) or _fresh_state()
     if state.get("phase") == "done":
         emit({"stage": "fit", "event": "finished-earlier",

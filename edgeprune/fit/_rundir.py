@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,35 @@ class RunDir:
                              hint="pass the --out directory of an earlier edgeprune fit")
         return json.loads(self.settings_file.read_text(encoding="utf-8"))
 
-    def start(self, settings: dict[str, Any], *, force: bool) -> bool:
+    def is_run(self) -> bool:
+        """Whether the directory holds a fit run: a settings.json written by edgeprune (a user's
+        own settings.json in some folder does not make it one)."""
+        try:
+            doc = json.loads(self.settings_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and isinstance(doc.get("settings"), dict) and \
+            isinstance(doc.get("versions"), dict) and "edgeprune" in doc["versions"]
+
+    def start(self, settings: dict[str, Any], *, force: bool,
+              normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> bool:
         """Prepare the directory; True when an earlier run with the same settings resumes.
 
-        ``force`` starts over, discarding an earlier run in the directory.
+        ``force`` starts over, discarding an earlier run in the directory (never a directory
+        that is not a fit run). ``normalize`` brings stored settings written by an older
+        version to today's form (keys it lacked get the values that reproduce its behaviour).
         """
         if self.path.exists() and not self.path.is_dir():
             raise OutputExistsError(f"{str(self.path)!r} is a file; fit writes a run directory",
                                     hint="choose another --out")
+        if self.path.exists() and not self.is_run() and not self._empty():
+            # never cleared or written into, even with --force: it may hold anything of the user's
+            raise OutputExistsError(f"{str(self.path)!r} exists and is not a fit run directory",
+                                    hint="choose another --out (an empty or new directory)")
         if self.state_file.is_file() and not force:
-            stored = self.read_settings().get("settings")
+            stored = self.read_settings().get("settings") or {}
+            if normalize is not None:
+                stored = normalize(stored)
             if stored == settings:
                 return True
             raise OutputExistsError(
@@ -86,10 +106,6 @@ class RunDir:
                 f"({_differences(stored or {}, settings)})",
                 hint="choose another --out, resume it as it was with --resume DIR, or pass "
                 "--force to start over")
-        elif self.path.exists() and not self.settings_file.is_file() and not self._unstarted():
-            # never cleared, even with --force: it may hold anything of the user's
-            raise OutputExistsError(f"{str(self.path)!r} exists and is not a fit run directory",
-                                    hint="choose another --out (an empty or new directory)")
         elif self.path.exists() and not self._unstarted() and not force:
             raise OutputExistsError(f"{str(self.path)!r} holds a fit run directory that cannot "
                                     "be resumed (no state.json)", hint="choose another --out or "
@@ -98,6 +114,9 @@ class RunDir:
             self._clear()
         atomic_write_json(self.settings_file, {"settings": settings, "versions": versions()})
         return False
+
+    def _empty(self) -> bool:
+        return not any(self.path.iterdir())
 
     def _unstarted(self) -> bool:
         """Empty, or left by a fit that stopped before its first step (a bad data spec, an

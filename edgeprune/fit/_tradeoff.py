@@ -63,8 +63,10 @@ def levels(ctx: Any, state: dict[str, Any]) -> list[float]:
 
 def step(ctx: Any, state: dict[str, Any]) -> str:
     """Add the next trade-off point (or finish the phase); returns the progress message."""
-    plan = state.setdefault("tradeoff", {"levels": levels(ctx, state), "next": 0, "ids": [],
-                                         "around": state.get("chosen_id")})
+    if "tradeoff" not in state:
+        state["tradeoff"] = {"levels": levels(ctx, state), "next": 0, "ids": [],
+                             "around": state.get("chosen_id")}
+    plan = state["tradeoff"]
     index = int(plan["next"])
     if index >= len(plan["levels"]):
         state["phase"] = "final"
