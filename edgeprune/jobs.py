@@ -61,6 +61,14 @@ def load_source(source: ModelSource,
     return Loaded(model, base_spec, shape, history)
 
 
+def data_inputs(data: str | None) -> tuple[str, ...]:
+    """The paths a data spec reads (kept from being overwritten by an output); lazy: the data
+    package imports torch."""
+    from edgeprune.data._spec import input_paths
+
+    return input_paths(data)
+
+
 def _load_with_data(source: ModelSource, data: str | None, batch_size: int, seed: int,
                     progress: Progress | None) -> tuple[Loaded, Any]:
     """The model and its data; when neither --input-shape nor the model tells the input shape,
@@ -114,7 +122,8 @@ def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | 
     from edgeprune import saving
     from edgeprune.prune import prune
 
-    check_writable(out, force=force, kind="dir", inputs=(source.spec, source.weights))
+    check_writable(out, force=force, kind="dir",
+                   inputs=(source.spec, source.weights, *data_inputs(data)))
     needs_data = config.criterion in ("activation", "taylor")
     if needs_data and data is None:
         raise UsageError(f"criterion {config.criterion!r} needs real data",
@@ -157,7 +166,8 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
     from edgeprune.schedules import run_schedule
     from edgeprune.train import get_recipe
 
-    check_writable(out, force=force, kind="dir", inputs=(source.spec, source.weights))
+    check_writable(out, force=force, kind="dir",
+                   inputs=(source.spec, source.weights, *data_inputs(data)))
     loaded, bundle = _load_with_data(source, data, batch_size, config.seed, progress)
     overrides: dict[str, Any] = {}
     if lr is not None:
@@ -195,7 +205,8 @@ def materialize_job(source: ModelSource, out: str | Path, *, data: str | None = 
     from edgeprune import saving
     from edgeprune.materialize import apply_torch_prune_masks, materialize
 
-    check_writable(out, force=force, kind="dir", inputs=(source.spec, source.weights))
+    check_writable(out, force=force, kind="dir",
+                   inputs=(source.spec, source.weights, *data_inputs(data)))
     loaded = load_source(source)
     apply_torch_prune_masks(loaded.model)
     bundle = _data(data, loaded.input_shape, batch_size, 0, progress)

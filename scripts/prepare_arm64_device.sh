@@ -67,14 +67,23 @@ ours() {  # $1: a path this script may replace or delete: absent, or a root it b
   [ ! -e "$1" ] || [ -f "$1/.edgeprune-arm64-stamp" ]
 }
 
+a_build() {  # $1: a build dir of this script: empty, or holding a debootstrap tree
+  [ -d "$1" ] && { [ -z "$(ls -A "$1")" ] || [ -d "$1/debootstrap" ] || [ -d "$1/var/lib/dpkg" ]; }
+}
+
 # EDGEPRUNE_ARM64_DIR may point anywhere, and this runs as root: never replace or delete a
 # directory this script did not build
 ours "$root" || die "$root exists and was not built by this script (no .edgeprune-arm64-stamp); \
 choose another EDGEPRUNE_ARM64_DIR or remove it yourself"
 
 if [ "${1:-}" = --remove ]; then
+  if [ ! -e "$root" ]; then
+    log "nothing to remove: $root does not exist (user $user left as it is)"
+    exit 0
+  fi
   remove_tree "$root"
-  remove_tree "$root.build"
+  # the build's temp dir (left by a killed build) has a debootstrap tree, nothing of a user's
+  if a_build "$root.build"; then remove_tree "$root.build"; fi
   if id -u "$user" >/dev/null 2>&1; then userdel "$user"; fi
   log "removed $root and user $user (qemu-user-static, debootstrap and binfmt_misc stay)"
   exit 0
@@ -132,6 +141,9 @@ key="$suite arm64 minbase+python3 ${pins[*]}"
 
 build() {
   local new="$root.build" t0=$SECONDS
+  if [ -e "$new" ] && ! a_build "$new"; then
+    die "$new exists and is not a build of this script; remove it or choose another EDGEPRUNE_ARM64_DIR"
+  fi
   remove_tree "$new"
   trap 'remove_tree "$root.build"' EXIT  # a failed build leaves nothing behind
   log "debootstrap --foreign $suite arm64 into $new (from $mirror)"

@@ -21,6 +21,9 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                  "--out", "pruned"]) == 0
     (tmp_path / "model.onnx").write_bytes(b"not really onnx, but the user's file")
     (tmp_path / "empty").mkdir()
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        (tmp_path / "imgs" / cls / "x.png").write_bytes(b"not decoded before the check")
     return tmp_path
 
 
@@ -48,6 +51,11 @@ CASES = [
       "--out", "model.onnx"], "is a file; fit writes a run directory"),
     (["fit", "--model", "pruned", "--data", "builtin:mnist5k", "--speedup", "2", "--out",
       ".", "--force"], "would overwrite the input 'pruned'"),
+    # outputs inside an image folder would become a class of it on the next load
+    (["prune", "--model", "builtin:mnist-cnn", "--data", "imagefolder:imgs", "--ratio", "0.2",
+      "--out", "imgs/pruned"], "would overwrite the input 'imgs'"),
+    (["fit", "--model", "builtin:mnist-cnn", "--data", "imagefolder:imgs", "--speedup", "2",
+      "--out", "imgs/run"], "would overwrite the input 'imgs'"),
 ]
 
 

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune import models, saving
     from edgeprune._io import check_writable
     from edgeprune.data import example_input, load_data
+    from edgeprune.data._spec import input_paths
     from edgeprune.evaluate import evaluate
     from edgeprune.jobs import ModelSource, load_source
     from edgeprune.schedules import pruned_layers_from_history
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     recipe = _recipe(args)
     check_writable(args.out, force=args.force, kind="dir",
-                   inputs=(args.model, args.weights, args.teacher, args.teacher_weights))
+                   inputs=(args.model, args.weights, args.teacher, args.teacher_weights,
+                           *input_paths(args.data)))
     ckpt = Path(str(Path(args.out)) + ".ckpt")
     if ckpt.exists() and not (args.resume or args.force):
         raise OutputExistsError(f"checkpoints of an earlier run exist in {str(ckpt)!r}",

@@ -57,10 +57,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune._io import check_writable
     from edgeprune.cli.finetune import _Bar
     from edgeprune.data import calibration_batches, example_input, load_data
+    from edgeprune.data._spec import input_paths
     from edgeprune.jobs import ModelSource, load_source
     from edgeprune.sensitivity import analyze, write_outputs
 
-    check_writable(args.out, force=args.force, kind="dir", inputs=(args.model, args.weights))
+    check_writable(args.out, force=args.force, kind="dir",
+                   inputs=(args.model, args.weights, *input_paths(args.data)))
     loaded = load_source(ModelSource(args.model, args.weights, args.input_shape))
     bundle = load_data(args.data, input_shape=tuple(loaded.input_shape[1:]),
                        batch_size=args.batch_size, seed=args.seed,

@@ -104,6 +104,18 @@ def _check_attr(raw: str, attr: str) -> None:
         )
 
 
+def input_paths(text: str | None) -> tuple[str, ...]:
+    """The directory or file a data spec reads (so an output can be kept from clobbering it);
+    none for built-in data, a module factory or a spec that does not parse."""
+    if not text:
+        return ()
+    try:
+        spec = parse_data_spec(text)
+    except DataSpecError:
+        return ()
+    return (spec.target,) if spec.kind in ("imagefolder", "cifar10", "pyfile") else ()
+
+
 def _bare_directory(raw: str) -> DataSpec:
     path = Path(raw).expanduser()
     if not path.is_dir():

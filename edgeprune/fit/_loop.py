@@ -66,8 +66,10 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
     if settings.tflite:
         _require_tflite_converter()
     from edgeprune._io import refuse_overlap
+    from edgeprune.data._spec import input_paths
 
-    refuse_overlap(out, (settings.model, settings.weights), what="run directory")
+    refuse_overlap(out, (settings.model, settings.weights, *input_paths(settings.data)),
+                   what="run directory")
     run = RunDir(out)
     resumed = run.start(settings.to_dict(), force=force,
                         normalize=lambda stored: FitSettings.from_dict(stored).to_dict())
