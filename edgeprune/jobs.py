@@ -55,10 +55,13 @@ def load_source(source: ModelSource,
     if shape is None:
         raise UsageError(f"cannot tell the input shape of {source.spec!r}",
                          hint="pass --input-shape [N,]C,H,W (e.g. 3,224,224)")
-    shape = tuple(shape)
-    if len(shape) == 3:  # C,H,W: one image
-        shape = (1, *shape)
-    return Loaded(model, base_spec, shape, history)
+    return Loaded(model, base_spec, with_batch(shape), history)
+
+
+def with_batch(shape: Sequence[int]) -> tuple[int, ...]:
+    """An input shape with its batch: ``C,H,W`` (one image) becomes ``1,C,H,W``."""
+    shape = tuple(int(d) for d in shape)
+    return (1, *shape) if len(shape) == 3 else shape
 
 
 def data_inputs(data: str | None) -> tuple[str, ...]:
@@ -69,10 +72,11 @@ def data_inputs(data: str | None) -> tuple[str, ...]:
     return input_paths(data)
 
 
-def _load_with_data(source: ModelSource, data: str | None, batch_size: int, seed: int,
+def load_with_data(source: ModelSource, data: str | None, batch_size: int, seed: int,
                     progress: Progress | None) -> tuple[Loaded, Any]:
-    """The model and its data; when neither --input-shape nor the model tells the input shape,
-    the data's own image shape does (batch 1), as ``edgeprune evaluate`` does."""
+    """The model and its data (None without ``data``); when neither --input-shape nor the model
+    tells the input shape, the data's own image shape does (batch 1), as ``edgeprune evaluate``
+    does, and that data is used as it was loaded."""
     from edgeprune.data import load_data
 
     native: list[Any] = []
@@ -128,7 +132,7 @@ def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | 
     if needs_data and data is None:
         raise UsageError(f"criterion {config.criterion!r} needs real data",
                          hint="pass --data SPEC (e.g. builtin:mnist5k) or use --criterion l2")
-    loaded, bundle = _load_with_data(source, data, batch_size, config.seed, progress)
+    loaded, bundle = load_with_data(source, data, batch_size, config.seed, progress)
     calib = labeled = None
     if bundle is not None:
         from edgeprune.data import calibration_batches as calib_batches
@@ -168,7 +172,7 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
 
     check_writable(out, force=force, kind="dir",
                    inputs=(source.spec, source.weights, *data_inputs(data)))
-    loaded, bundle = _load_with_data(source, data, batch_size, config.seed, progress)
+    loaded, bundle = load_with_data(source, data, batch_size, config.seed, progress)
     overrides: dict[str, Any] = {}
     if lr is not None:
         overrides["lr"] = lr

@@ -36,7 +36,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
                                          "3,224,224") from None
     if not shape or any(d <= 0 for d in shape):
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224 or 3,224,224")
-    return (1, *shape) if len(shape) == 3 else shape
+    from edgeprune.jobs import with_batch
+
+    return with_batch(shape)
 
 
 def positive_int(text: str) -> int:

@@ -56,6 +56,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from edgeprune.jobs import with_batch
     from edgeprune.measure import (
         ARTIFACT_SUFFIXES,
         MeasureSettings,
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     export_shape = None
     plain = [i for i, s in enumerate(shapes) if "=" not in s]
     if exported and plain:
-        export_shape = (1, *dims[plain[0]]) if len(dims[plain[0]]) == 3 else dims[plain[0]]
+        export_shape = with_batch(dims[plain[0]])
         shapes[plain[0]] = "x".join(str(d) for d in export_shape)
     artifact = _artifact_for(args.model, weights=args.weights, input_shape=export_shape,
                              progress=out.progress)

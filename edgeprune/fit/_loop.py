@@ -160,9 +160,8 @@ def _fresh_state() -> dict[str, Any]:
 
 
 def _context(settings: FitSettings, run: RunDir, state: dict[str, Any], emit: Progress) -> Any:
-    from edgeprune.data import load_data
     from edgeprune.fit._candidates import Candidates
-    from edgeprune.jobs import ModelSource, load_source
+    from edgeprune.jobs import ModelSource, load_with_data
     from edgeprune.profiles import load_profile
     from edgeprune.targets import load_target
 
@@ -175,14 +174,9 @@ def _context(settings: FitSettings, run: RunDir, state: dict[str, Any], emit: Pr
     budgets = (ResolvedBudgets.from_dict(state["budgets"]) if "budgets" in state
                else resolve_budgets(settings, profile))
     state["budgets"] = budgets.to_dict()
-    def data_shape() -> tuple[int, ...]:  # a file.py model with no shape of its own
-        return (1, *load_data(settings.data, batch_size=settings.batch_size,
-                              seed=settings.seed).input_shape)
-
-    loaded = load_source(ModelSource(settings.model, settings.weights, settings.input_shape),
-                         data_shape)
-    bundle = load_data(settings.data, input_shape=tuple(loaded.input_shape[1:]),
-                       batch_size=settings.batch_size, seed=settings.seed)
+    loaded, bundle = load_with_data(
+        ModelSource(settings.model, settings.weights, settings.input_shape), settings.data,
+        settings.batch_size, settings.seed, None)
     state.setdefault("data", bundle.to_dict())
     return Candidates(settings, run, state, loaded.model, bundle, loaded.base_spec,
                       tuple(loaded.input_shape), target, profile, budgets, emit)

@@ -19,11 +19,11 @@ __all__ = ["FitSettings", "ResolvedBudgets", "auto_measure_batch", "load_fit_tab
 # two models measured side by side cancels it. Runs shorter than a time slice are either not
 # preempted at all or preempted once for a whole slice, and their p90 measures the load.
 AUTO_BATCH_MACS = 1e9
+AUTO_BATCH_MAX = 256
 
 # settings added after a run directory could have been written, with the value that behaves as
 # before they existed (a resumed old run must reach the result it would have reached)
 LEGACY_DEFAULTS: dict[str, Any] = {"tradeoff_points": 0}
-AUTO_BATCH_MAX = 256
 
 
 @dataclass(frozen=True)

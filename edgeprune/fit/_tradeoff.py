@@ -110,9 +110,12 @@ def _new_widths(ctx: Any, state: dict[str, Any],
                 level: float) -> tuple[dict[str, int], float] | None:
     """Widths allocated for ``level`` that no measured candidate has; with coarse channel
     multiples a few neighbouring levels are tried (their prediction stays within 15 %)."""
+    from edgeprune.search_knapsack import allocate
+
     measured = [r["widths"] for r in state["candidates"] if r.get("measured")]
+    model = _roofline(ctx, state)
     for factor in (1.0, 0.92, 1.08, 0.85, 1.15):
-        widths, expected = _allocate(ctx, state, level * factor)
+        widths, expected = allocate(ctx, model, level * factor)
         if widths not in measured and widths != dict(ctx.groups):
             return widths, expected
     return None
@@ -126,14 +129,15 @@ def _nearest_measured(ctx: Any, state: dict[str, Any], level: float) -> str | No
     return None
 
 
-def _allocate(ctx: Any, state: dict[str, Any], level: float) -> tuple[dict[str, int], float]:
+def _roofline(ctx: Any, state: dict[str, Any]) -> Any:
+    """The knapsack's latency model fitted (once) to every feasible measured candidate."""
     from edgeprune.search import measurement_weight
-    from edgeprune.search_knapsack import Cost, RooflineModel, allocate
+    from edgeprune.search_knapsack import Cost, RooflineModel
 
     cost = Cost(ctx.groups, ctx.layer_costs(), int(getattr(ctx, "measure_batch", 1) or 1))
-    model = RooflineModel(cost)
+    points = []
     for record in state["candidates"]:
         latency = ctx.latency(record) if record.get("feasible") else None
         if latency is not None:
-            model.add(record["widths"], float(latency), measurement_weight(record))
-    return allocate(ctx, model, level)
+            points.append((record["widths"], float(latency), measurement_weight(record)))
+    return RooflineModel(cost, points)
