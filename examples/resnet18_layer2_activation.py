@@ -38,12 +38,12 @@ import time
 
 import torch
 
-from edgeprune._tv_compat import import_torchvision
 from edgeprune.data import calibration_batches, example_input, load_data
-from edgeprune.evaluate import evaluate
-from edgeprune.prune import PruneConfig, prune
-from edgeprune.schedules import pruned_layers
-from edgeprune.train import finetune, get_recipe
+from edgeprune.models.torchvision_compat import import_torchvision
+from edgeprune.pruning.prune import PruneConfig, prune
+from edgeprune.pruning.schedules import pruned_layers
+from edgeprune.training.evaluate import evaluate
+from edgeprune.training.finetune import finetune, get_recipe
 
 LAYER = "layer2.0.conv1"
 

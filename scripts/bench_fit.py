@@ -44,7 +44,7 @@ def mobilenet_v2_denormal_safe() -> Any:
     """torchvision's MobileNetV2 (10 classes) with seeded random weights that stay normal."""
     import torch
 
-    from edgeprune._tv_compat import import_torchvision
+    from edgeprune.models.torchvision_compat import import_torchvision
 
     tv = import_torchvision()
     torch.manual_seed(0)

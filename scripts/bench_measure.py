@@ -102,8 +102,8 @@ def main() -> int:
     args = ap.parse_args()
 
     os.environ["EDGEPRUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgeprune-bench-cache-")
-    from edgeprune.measure import MeasureSettings, measure
-    from edgeprune.targets import load_target
+    from edgeprune.devices.measure import MeasureSettings, measure
+    from edgeprune.devices.targets import load_target
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeprune-bench-"))
     models = build_models(tmp)

@@ -105,7 +105,7 @@ def calibrate_bn(model: Any, images: Any) -> Any:
 def build(arch: str, images: Any, seed: int) -> Any:
     import torch
 
-    from edgeprune.models import load_model
+    from edgeprune.models.build import load_model
 
     torch.manual_seed(seed)
     return calibrate_bn(load_model(f"torchvision:{arch}"), images)
@@ -173,9 +173,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from edgeprune.export import export_onnx
-    from edgeprune.prune import PruneConfig, prune
-    from edgeprune.stats import count_macs, count_params
+    from edgeprune.artifacts.onnx_export import export_onnx
+    from edgeprune.models.cost import count_macs, count_params
+    from edgeprune.pruning.prune import PruneConfig, prune
 
     torch.manual_seed(args.seed)
     torch.set_flush_denormal(True)

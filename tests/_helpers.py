@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune._tv_compat import import_torchvision
+from edgeprune.models.torchvision_compat import import_torchvision
 
 
 def torchvision_model(arch: str, **kwargs: object) -> nn.Module:

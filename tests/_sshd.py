@@ -218,9 +218,9 @@ class SSHServer:
     # targets ------------------------------------------------------------------------------------
     def target(self, known_hosts: Path | None, *, name: str = "loopback",
                work_dir: str | None = None, python: str = DEVICE_PYTHON, **ssh_changes: object):
-        """A :class:`edgeprune.targets.Target` pointing at this server."""
+        """A :class:`edgeprune.devices.targets.Target` pointing at this server."""
         from edgeprune.config import from_dict
-        from edgeprune.targets import Target
+        from edgeprune.devices.targets import Target
 
         ssh = {"host": self.host, "port": self.port, "user": self.user,
                "identity_file": str(self.client_key), "use_agent": False,

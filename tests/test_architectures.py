@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
+from edgeprune.artifacts.onnx_export import export_onnx
 from edgeprune.errors import PruningError
-from edgeprune.export import export_onnx
-from edgeprune.models import load_model, torchvision_architectures
-from edgeprune.prune import PruneConfig, PruneResult, prune
+from edgeprune.models.build import load_model, torchvision_architectures
+from edgeprune.pruning.prune import PruneConfig, PruneResult, prune
 from tests.conftest import real_images
 
 RATIO, ROUND_TO = 0.3, 8

@@ -11,9 +11,8 @@ import pytest
 
 from edgeprune.cli.main import main
 from edgeprune.errors import EXIT_ERROR, EXIT_USAGE
-
-models = pytest.importorskip("edgeprune.models", reason="edgeprune.models is not built yet")
-saving = pytest.importorskip("edgeprune.saving", reason="edgeprune.saving is not built yet")
+from edgeprune.models import build as models
+from edgeprune.models import pruned_dir as saving
 
 FACTORY = """
 import torch
@@ -58,7 +57,7 @@ def test_export_trained_builtin_on_real_mnist(
     assert data["max_abs_diff"] <= 1e-4 and data["max_abs_output"] > 1.0  # trained logits
     assert data["input_shapes"] == [[1, 1, 28, 28]]
 
-    from edgeprune.export import load_onnx_session
+    from edgeprune.artifacts.onnx_export import load_onnx_session
 
     logits = load_onnx_session(out).run(None, {"input": np.zeros((1, 1, 28, 28), np.float32)})
     assert logits[0].shape == (1, 10)
@@ -179,13 +178,13 @@ def test_info_of_an_onnx_file_shows_its_macs(
     from — in JSON and text; a graph it cannot tell says why instead of a number."""
     import torch
 
-    from edgeprune import stats
+    from edgeprune.models import cost
 
     out = tmp_path / "small.onnx"
     code, data = run_cli(capsys, "export", "--model", factory, "--input-shape", "1,3,32,32",
                          "--out", str(out))
     assert code == 0, data
-    expected = stats.count_macs(models.load_model(factory), torch.zeros(1, 3, 32, 32))
+    expected = cost.count_macs(models.load_model(factory), torch.zeros(1, 3, 32, 32))
     code, info = run_cli(capsys, "info", str(out))
     assert code == 0, info
     assert (info["macs"], info["macs_note"]) == (expected, "")

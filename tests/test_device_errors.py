@@ -317,8 +317,8 @@ def test_second_measurement_waits_for_the_device(sshd: SSHServer, ssh_target,
     """Two measurements started together on one device run one after the other."""
     import dataclasses
 
+    from edgeprune.devices.measure import MeasureSettings, measure
     from edgeprune.errors import TargetError
-    from edgeprune.measure import MeasureSettings, measure
 
     model = make_conv_model(tmp_path / "conv.onnx")
     work = sshd.device_path(ssh_target.work_dir)

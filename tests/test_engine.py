@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune import engine
 from edgeprune.errors import PruningError
+from edgeprune.pruning import engine
 from tests._helpers import torchvision_model
 
 pytestmark = pytest.mark.usefixtures("flush_denormals")

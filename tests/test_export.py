@@ -12,9 +12,14 @@ import pytest
 import torch
 from torch import nn
 
+from edgeprune.artifacts.onnx_export import (
+    export_onnx,
+    export_tflite,
+    load_onnx_session,
+    verify_onnx,
+)
 from edgeprune.errors import ExportError, OutputExistsError, ParityError, UsageError
-from edgeprune.export import export_onnx, export_tflite, load_onnx_session, verify_onnx
-from edgeprune.stats import size_on_disk
+from edgeprune.models.cost import size_on_disk
 from tests.conftest import real_images
 
 
@@ -82,7 +87,7 @@ def calibrated(model: nn.Module, images: torch.Tensor) -> nn.Module:
 
 
 def _tv():
-    from edgeprune._tv_compat import import_torchvision
+    from edgeprune.models.torchvision_compat import import_torchvision
 
     return import_torchvision()
 

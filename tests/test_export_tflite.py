@@ -25,9 +25,9 @@ import pytest
 import torch
 from torch import nn
 
+from edgeprune.artifacts.onnx_export import export_tflite
 from edgeprune.cli.main import main
 from edgeprune.errors import EXIT_USAGE, ExportError, OutputExistsError, ParityError
-from edgeprune.export import export_tflite
 from tests._helpers import torchvision_model
 from tests.conftest import digits_rgb32
 
@@ -149,7 +149,7 @@ def test_cli_without_the_extra_or_with_onnx_only_flags(
 def test_trained_mnist_cnn_matches_pytorch_on_real_digits(
     litert: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from edgeprune.models import load_model
+    from edgeprune.models.build import load_model
 
     model = load_model("builtin:mnist-cnn").eval()
     images, labels = mnist_digits(32)
@@ -191,7 +191,7 @@ def test_trained_mnist_cnn_matches_pytorch_on_real_digits(
 
 
 def test_channels_last_takes_nhwc_and_still_matches(litert: Any, tmp_path: Path) -> None:
-    from edgeprune.models import load_model
+    from edgeprune.models.build import load_model
 
     model = load_model("builtin:mnist-cnn").eval()
     images, _ = mnist_digits(8)
@@ -206,7 +206,7 @@ def test_channels_last_takes_nhwc_and_still_matches(litert: Any, tmp_path: Path)
 
 @pytest.mark.slow
 def test_pruned_mobilenet_v2_converts_and_matches(litert: Any, tmp_path: Path) -> None:
-    from edgeprune.prune import PruneConfig, prune
+    from edgeprune.pruning.prune import PruneConfig, prune
 
     torch.set_flush_denormal(True)
     try:

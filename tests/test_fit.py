@@ -19,7 +19,7 @@ import pytest
 
 from edgeprune.cli.main import main
 from edgeprune.errors import ConfigError, DeviceOutOfMemoryError
-from edgeprune.fit import FitBudgetNotMetError, FitSettings, _measuring, fit, load_fit_table, resume
+from edgeprune.fit import FitBudgetNotMetError, FitSettings, fit, load_fit_table, measuring, resume
 
 QUICK = dict(model="builtin:mnist-cnn", data="builtin:mnist5k", target="local", step_batches=3,
              final_epochs=1, final_batches=3, runs=10, warmup=2, eval_batches=4,
@@ -39,7 +39,7 @@ class ReplayDevice:
     """
 
     def __init__(self) -> None:
-        from edgeprune.measure import measure
+        from edgeprune.devices.measure import measure
 
         self.real = measure
         self.seen: dict[str, Any] = {}
@@ -68,11 +68,11 @@ SPEEDUP = FitSettings(speedup=1.3, noise_margin=0.99, **QUICK)
 @pytest.fixture(scope="module")
 def speedup_run(tmp_path_factory: pytest.TempPathFactory, replay: Any) -> Path:
     out = tmp_path_factory.mktemp("fit") / "run"
-    _measuring.MEASURE_HOOK["measure"] = replay
+    measuring.MEASURE_HOOK["measure"] = replay
     try:
         fit(SPEEDUP, out)
     finally:
-        _measuring.MEASURE_HOOK.pop("measure", None)
+        measuring.MEASURE_HOOK.pop("measure", None)
     return out
 
 
@@ -178,7 +178,7 @@ def test_trade_off_points_fill_the_curve_on_both_sides_of_the_budget(speedup_run
 
 
 def test_trade_off_levels_safety_point_first_then_spread_geometrically() -> None:
-    from edgeprune.fit import _tradeoff
+    from edgeprune.fit import tradeoff
 
     records = {"c0": {"latency_ms": 20.0, "feasible": True},
                "c1": {"latency_ms": 2.0, "feasible": True},
@@ -193,14 +193,14 @@ def test_trade_off_levels_safety_point_first_then_spread_geometrically() -> None
     state = {"chosen_id": "c2", "floor_id": "c1"}
     # safety point 20 % under the choice, then one looser (geometric to the unpruned 20 ms),
     # one tighter (geometric from the safety point to the smallest model's 2 ms)
-    assert _tradeoff.levels(ctx(3), state) == pytest.approx([8.0, 10 * 2 ** 0.5, 4.0])
-    assert _tradeoff.levels(ctx(1), state) == pytest.approx([8.0])
-    assert _tradeoff.levels(ctx(2), state) == pytest.approx([8.0, 10 * 2 ** 0.5])
-    assert _tradeoff.levels(ctx(2, margin=0), state) == pytest.approx(
+    assert tradeoff.levels(ctx(3), state) == pytest.approx([8.0, 10 * 2 ** 0.5, 4.0])
+    assert tradeoff.levels(ctx(1), state) == pytest.approx([8.0])
+    assert tradeoff.levels(ctx(2), state) == pytest.approx([8.0, 10 * 2 ** 0.5])
+    assert tradeoff.levels(ctx(2, margin=0), state) == pytest.approx(
         [10 * 2 ** 0.5, 10 / 5 ** 0.5])  # no margin: no safety point
-    assert _tradeoff.levels(ctx(0), state) == []
-    assert _tradeoff.levels(ctx(3), {"chosen_id": None, "floor_id": "c1"}) == []
-    assert _tradeoff.levels(ctx(3), {"chosen_id": "c2"}) == pytest.approx(
+    assert tradeoff.levels(ctx(0), state) == []
+    assert tradeoff.levels(ctx(3), {"chosen_id": None, "floor_id": "c1"}) == []
+    assert tradeoff.levels(ctx(3), {"chosen_id": "c2"}) == pytest.approx(
         [8.0, 10 * 2 ** (1 / 3), 10 * 2 ** (2 / 3)])  # no floor: the rest looser
 
 
@@ -214,7 +214,7 @@ def test_report_command_re_renders(speedup_run: Path, capsys: pytest.CaptureFixt
 def test_interrupt_then_resume_equals_uninterrupted(speedup_run: Path, replay: Any,
                                                     tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(_measuring.MEASURE_HOOK, "measure", replay)
+    monkeypatch.setitem(measuring.MEASURE_HOOK, "measure", replay)
     out = tmp_path / "run"
 
     def at_floor(event: dict[str, Any]) -> None:
@@ -273,7 +273,7 @@ def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(
     The cap of 11 measurements leaves room for one step; the search then ends and the final
     checks still fit.
     """
-    from edgeprune.measure import measure
+    from edgeprune.devices.measure import measure
 
     calls: list[str] = []
 
@@ -284,7 +284,7 @@ def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(
             raise DeviceOutOfMemoryError("killed (probably out of memory)", hint="injected")
         return measure(path, target, settings, **kwargs)
 
-    monkeypatch.setitem(_measuring.MEASURE_HOOK, "measure", oom_once)
+    monkeypatch.setitem(measuring.MEASURE_HOOK, "measure", oom_once)
     settings = FitSettings(strategy="netadapt", speedup=1.3, netadapt_step=0.5, noise_margin=0,
                            max_measurements=11, **QUICK)
     # noisy latency may leave it short of the budget; the skip and the cap are what is tested
@@ -334,7 +334,7 @@ def test_a_final_model_that_misses_on_re_measure_falls_back_to_a_faster_one(
     """
     import dataclasses
 
-    from edgeprune.measure import measure
+    from edgeprune.devices.measure import measure
 
     slowed: list[str] = []
 
@@ -346,7 +346,7 @@ def test_a_final_model_that_misses_on_re_measure_falls_back_to_a_faster_one(
                                          p90_ms=5 * result.p90_ms, p99_ms=5 * result.p99_ms)
         return result
 
-    monkeypatch.setitem(_measuring.MEASURE_HOOK, "measure", slow_first_final)
+    monkeypatch.setitem(measuring.MEASURE_HOOK, "measure", slow_first_final)
     settings = FitSettings(speedup=1.3, **{**QUICK, "uniform_tolerance": 0.2})
     with contextlib.suppress(FitBudgetNotMetError):
         fit(settings, tmp_path / "run")
@@ -394,7 +394,7 @@ def test_fit_table_is_checked_and_flags_override_it(tmp_path: Path) -> None:
 
 
 def test_best_miss_is_the_most_accurate_among_the_nearest() -> None:
-    from edgeprune.fit._final import closest
+    from edgeprune.fit.final import closest
 
     records = [
         {"id": "c000", "accuracy": 0.99, "latency_ms": 40.0},
@@ -412,8 +412,8 @@ def test_best_miss_is_the_most_accurate_among_the_nearest() -> None:
 
 
 def test_measure_batch_and_threads_are_chosen_for_steady_timings() -> None:
-    from edgeprune.fit._measuring import resolve_threads
-    from edgeprune.fit._settings import auto_measure_batch
+    from edgeprune.fit.measuring import resolve_threads
+    from edgeprune.fit.settings import auto_measure_batch
 
     assert auto_measure_batch(4_241_152, relative=True) == 256  # the MNIST CNN: ~1 GMAC a run
     assert auto_measure_batch(300_000_000, relative=True) == 4  # MobileNetV2 at 224×224
@@ -439,7 +439,7 @@ def test_a_fit_that_failed_before_its_first_step_can_be_rerun(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A typo in --data fails before anything is measured; the corrected command then starts
     in the same --out instead of being refused (the directory holds only settings)."""
-    from edgeprune.fit._rundir import RunDir
+    from edgeprune.fit.rundir import RunDir
 
     out = tmp_path / "run"
     code = main(["fit", *QUICK_FLAGS[:4], "--data", "builtin:mnist", "--speedup", "1.3",

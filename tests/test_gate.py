@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgeprune.cli.main import main
-from edgeprune.gate import GateBudgets, gate, load_baseline
+from edgeprune.release.gate import GateBudgets, gate, load_baseline
 from tests._sshd import SSHServer
 
 FAST = ["--runs", "10", "--warmup", "2", "--repeats", "0"]
@@ -23,7 +23,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
 
     import edgeprune
-    from edgeprune.export import export_onnx
+    from edgeprune.artifacts.onnx_export import export_onnx
 
     torch.manual_seed(0)
     torch.set_flush_denormal(True)
@@ -71,15 +71,15 @@ def test_onnx_macs_and_params_match_the_torch_model(exported: dict[str, Path]) -
     import torch
 
     import edgeprune
-    from edgeprune import stats
+    from edgeprune.models import cost
 
     model = edgeprune.load_model("builtin:mnist-cnn")
-    macs = stats.count_macs(model, torch.zeros(1, 1, 28, 28))
+    macs = cost.count_macs(model, torch.zeros(1, 1, 28, 28))
     result = gate([exported["single"], exported["pruned"]],
-                  GateBudgets(max_macs=macs, max_params=stats.count_params(model)))
+                  GateBudgets(max_macs=macs, max_params=cost.count_params(model)))
     onnx_m, pruned_m = result.artifacts
     assert onnx_m.macs == pruned_m.macs == macs == 4_241_152
-    assert onnx_m.params == pruned_m.params == stats.count_params(model)
+    assert onnx_m.params == pruned_m.params == cost.count_params(model)
     assert result.passed and {c.status for c in result.checks} == {"pass"}
     tighter = gate([exported["single"]], GateBudgets(max_macs=macs - 1))
     assert not tighter.passed and tighter.checks[0].margin == -1
@@ -292,7 +292,7 @@ def test_another_architectures_profile_is_flagged(
     """rpi4's 100 ms budget judged on this machine: the result says it measured another device."""
     import platform
 
-    from edgeprune.profiles import arch_mismatch, load_profile
+    from edgeprune.devices.profiles import arch_mismatch, load_profile
 
     model = str(exported["single"])
     code, data, _ = _run(capsys, model, "--target", "local", "--profile", "rpi4", *FAST)
@@ -310,8 +310,8 @@ def test_another_architectures_profile_is_flagged(
 
 
 def test_latency_ratio_needs_a_reference(exported: dict[str, Path]) -> None:
-    from edgeprune.measure import MeasureSettings
-    from edgeprune.targets import load_target
+    from edgeprune.devices.measure import MeasureSettings
+    from edgeprune.devices.targets import load_target
 
     # cv_threshold high: a noisy result is not cached, and the reference must hit the cache
     settings = MeasureSettings(runs=10, warmup=2, max_repeats=0, cv_threshold=1e6)

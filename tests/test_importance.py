@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune import engine, importance
-from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import ConfigError
-from edgeprune.importance import (
+from edgeprune.models.torchvision_compat import import_torchvision
+from edgeprune.pruning import engine, importance
+from edgeprune.pruning.importance import (
     ImportanceContext,
     MissingDataError,
     get_importance,

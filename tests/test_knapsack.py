@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from edgeprune import engine
 from edgeprune.fit import FitBudgetNotMetError, FitSettings, fit
-from edgeprune.fit._candidates import _layer_macs, layer_costs
-from edgeprune.prune import PruneConfig, prune, round_kept
-from edgeprune.search_knapsack import ALIGN, X86_ALIGN, Cost, RooflineModel, allocate
+from edgeprune.fit.candidates import _layer_macs, layer_costs
+from edgeprune.fit.search.knapsack import ALIGN, X86_ALIGN, Cost, RooflineModel, allocate
+from edgeprune.pruning import engine
+from edgeprune.pruning.prune import PruneConfig, prune, round_kept
 from tests._helpers import torchvision_model
 
 

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-import edgeprune.materialize as mat
-from edgeprune import engine
+import edgeprune.pruning.materialize as mat
 from edgeprune.errors import CheckpointError, ParityError, UsageError
-from edgeprune.materialize import (
+from edgeprune.pruning import engine
+from edgeprune.pruning.materialize import (
     apply_torch_prune_masks,
     detect_dead_channels,
     load_masked_state_dict,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeprune.devices.measure import MeasureResult, MeasureSettings, artifact_files, measure
+from edgeprune.devices.targets import load_target
 from edgeprune.errors import (
     DeviceDiskFullError,
     DeviceOutOfMemoryError,
@@ -21,8 +23,6 @@ from edgeprune.errors import (
     TargetError,
     UsageError,
 )
-from edgeprune.measure import MeasureResult, MeasureSettings, artifact_files, measure
-from edgeprune.targets import load_target
 from tests._sshd import (
     SSHServer,
     make_conv_model,
@@ -376,7 +376,7 @@ def _two_input_model(path: Path) -> Path:
 def test_input_shapes_are_checked_against_the_graph(tmp_path: Path, _cache: Path) -> None:
     """Fixed dims must match, dynamic ones take anything, names must exist; what the check
     lets through really runs in onnxruntime."""
-    from edgeprune.measure import check_input_shapes
+    from edgeprune.devices.measure import check_input_shapes
 
     two = _two_input_model(tmp_path / "two.onnx")
     local = load_target("local")

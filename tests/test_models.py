@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgeprune import models
 from edgeprune.errors import CheckpointError, ModelSpecError, UnsafeCheckpointError
+from edgeprune.models import build
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ from edgeprune.errors import CheckpointError, ModelSpecError, UnsafeCheckpointEr
     ],
 )
 def test_parse_model_spec(text, kind, target, factory, kwargs):
-    spec = models.parse_model_spec(text)
+    spec = build.parse_model_spec(text)
     assert (spec.kind, spec.target, spec.factory, dict(spec.kwargs)) == (kind, target, factory,
                                                                           kwargs)
 
@@ -50,14 +50,14 @@ def test_parse_model_spec(text, kind, target, factory, kwargs):
 )
 def test_bad_specs_give_one_line_errors(text, needle):
     with pytest.raises(ModelSpecError) as info:
-        models.load_model(text)
+        build.load_model(text)
     message = str(info.value)
     assert needle in message
     assert "\n" not in message and " — " in message  # one line that names a fix
 
 
 def test_torchvision_architecture_builds_through_compat_path():
-    model = models.load_model("torchvision:resnet18(num_classes=10)")
+    model = build.load_model("torchvision:resnet18(num_classes=10)")
     # the documents' 10-class CIFAR ResNet-18 has 11,181,642 parameters
     assert sum(p.numel() for p in model.parameters()) == 11_181_642
     assert not model.training
@@ -66,7 +66,7 @@ def test_torchvision_architecture_builds_through_compat_path():
 def test_compat_warns_once_in_a_fresh_process():
     code = (
         "import warnings; warnings.simplefilter('always')\n"
-        "from edgeprune._tv_compat import import_torchvision, compat_patched\n"
+        "from edgeprune.models.torchvision_compat import import_torchvision, compat_patched\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    import_torchvision(); import_torchvision()\n"
@@ -87,27 +87,27 @@ def test_file_factory_and_module_factory(tmp_path, monkeypatch):
         " nn.LazyLinear(2))\n"
         "def not_a_model():\n    return 3\n"
     )
-    model = models.load_model(f"{src}:make(width=6)")
+    model = build.load_model(f"{src}:make(width=6)")
     assert model[0].out_channels == 6
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "tinymod.py").write_text(src.read_text())
-    assert models.load_model("tinymod:make")[0].out_channels == 4
+    assert build.load_model("tinymod:make")[0].out_channels == 4
     with pytest.raises(ModelSpecError, match="not an nn.Module"):
-        models.load_model(f"{src}:not_a_model")
+        build.load_model(f"{src}:not_a_model")
     with pytest.raises(ModelSpecError, match="did you mean :make"):
-        models.load_model(f"{src}:mkae")
+        build.load_model(f"{src}:mkae")
     (tmp_path / "brokenmod.py").write_text("x = (\n")  # a module that raises SyntaxError
     with pytest.raises(ModelSpecError, match="importing 'brokenmod' failed: SyntaxError"):
-        models.load_model("brokenmod:make")
+        build.load_model("brokenmod:make")
 
 
 def test_builtin_weights_load_and_classify_real_digits():
-    from edgeprune import builtin_models
+    from edgeprune.models import builtin
 
-    model = models.load_model("builtin:mnist-cnn")
-    entry = builtin_models.get("mnist-cnn")
+    model = build.load_model("builtin:mnist-cnn")
+    entry = builtin.get("mnist-cnn")
     assert entry is not None and entry.input_shape == (1, 1, 28, 28)
-    assert models.default_input_shape("builtin:mnist-cnn") == (1, 1, 28, 28)
+    assert build.default_input_shape("builtin:mnist-cnn") == (1, 1, 28, 28)
     # three real MNIST test images ship inside ccexam as PNGs named with their labels
     from PIL import Image
 
@@ -121,7 +121,7 @@ def test_builtin_weights_load_and_classify_real_digits():
 
 
 def test_weights_state_dict_and_checkpoint_forms(tmp_path):
-    model = models.load_model("torchvision:resnet18(num_classes=3)")
+    model = build.load_model("torchvision:resnet18(num_classes=3)")
     sd = model.state_dict()
     torch.save(sd, tmp_path / "plain.pt")
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}},
@@ -130,17 +130,17 @@ def test_weights_state_dict_and_checkpoint_forms(tmp_path):
 
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "w.safetensors"))
     for name in ("plain.pt", "wrapped.pth", "w.safetensors"):
-        other = models.load_model("torchvision:resnet18(num_classes=3)", weights=tmp_path / name)
+        other = build.load_model("torchvision:resnet18(num_classes=3)", weights=tmp_path / name)
         assert torch.equal(other.fc.weight, model.fc.weight)
 
 
 def test_masked_state_dict_is_folded(tmp_path):
     import torch.nn.utils.prune as tprune
 
-    model = models.load_model("builtin:mnist-cnn")
+    model = build.load_model("builtin:mnist-cnn")
     tprune.ln_structured(model.features[0], "weight", amount=0.5, n=2, dim=0)
     torch.save(model.state_dict(), tmp_path / "masked.pt")  # weight_orig + weight_mask keys
-    fresh = models.load_model("builtin:mnist-cnn", weights=tmp_path / "masked.pt")
+    fresh = build.load_model("builtin:mnist-cnn", weights=tmp_path / "masked.pt")
     zero = (fresh.features[0].weight.flatten(1).abs().sum(1) == 0).sum().item()
     assert zero == 16
 
@@ -156,20 +156,20 @@ def test_unsafe_checkpoint_is_refused_without_running(tmp_path):
     with path.open("wb") as fh:
         pickle.dump({"state_dict": Evil()}, fh)
     with pytest.raises(UnsafeCheckpointError, match="refused without running it"):
-        models.load_model("builtin:mnist-cnn", weights=path)
+        build.load_model("builtin:mnist-cnn", weights=path)
     assert not marker.exists()
 
 
 def test_mismatched_and_missing_weights(tmp_path):
-    torch.save(models.load_model("torchvision:resnet18(num_classes=3)").state_dict(),
+    torch.save(build.load_model("torchvision:resnet18(num_classes=3)").state_dict(),
                tmp_path / "r3.pt")
     with pytest.raises(CheckpointError, match=r"do not fit the model.*other shapes.*fc\.weight"):
-        models.load_model("torchvision:resnet18(num_classes=10)", weights=tmp_path / "r3.pt")
+        build.load_model("torchvision:resnet18(num_classes=10)", weights=tmp_path / "r3.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
-        models.load_model("builtin:mnist-cnn", weights=tmp_path / "nope.pt")
+        build.load_model("builtin:mnist-cnn", weights=tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
-        models.load_model("builtin:mnist-cnn", weights=tmp_path / "junk.pt")
+        build.load_model("builtin:mnist-cnn", weights=tmp_path / "junk.pt")
 
 
 def test_a_factory_that_raises_is_one_line_naming_the_spec(tmp_path, monkeypatch):
@@ -178,23 +178,23 @@ def test_a_factory_that_raises_is_one_line_naming_the_spec(tmp_path, monkeypatch
                    "def boom():\n    raise ValueError('bad config')\n"
                    "def make(width=4):\n    return nn.Conv2d(1, width, 3)\n")
     with pytest.raises(ModelSpecError) as info:
-        models.load_model(f"{src}:boom")
+        build.load_model(f"{src}:boom")
     message = str(info.value)
     assert f"model factory '{src}:boom' raised ValueError: bad config" in message
     assert "EDGEPRUNE_DEBUG=1" in message and "\n" not in message
     assert isinstance(info.value.__cause__, ValueError)  # the traceback behind EDGEPRUNE_DEBUG
     with pytest.raises(ModelSpecError, match=r"raised TypeError: .*unexpected keyword"):
-        models.load_model(f"{src}:make(depth=2)")
+        build.load_model(f"{src}:make(depth=2)")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ModelSpecError, match="model factory 'badnet:boom' raised ValueError"):
-        models.load_model("badnet:boom")
+        build.load_model("badnet:boom")
 
 
 def test_refused_pickle_message_is_plain_text(tmp_path):
     path = tmp_path / "whole_model.pt"
     torch.save(torch.nn.Linear(2, 2), path)  # the whole module object: needs its class
     with pytest.raises(UnsafeCheckpointError) as info:
-        models.load_model("builtin:mnist-cnn", weights=path)
+        build.load_model("builtin:mnist-cnn", weights=path)
     message = str(info.value)
     assert "\x1b" not in message and "[1m" not in message  # torch's own text has ANSI bold
     assert "it references torch.nn.modules.linear.Linear" in message
@@ -202,9 +202,9 @@ def test_refused_pickle_message_is_plain_text(tmp_path):
 
 def test_absolute_spec_and_the_spec_a_model_remembers(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert models.absolute_spec("net.py:make(width=2)") == f"{tmp_path / 'net.py'}:make(width=2)"
-    assert models.absolute_spec("../x/net.py:make") == f"{tmp_path.parent / 'x' / 'net.py'}:make"
-    assert models.absolute_spec("net.py:make", base="/srv") == "/srv/net.py:make"
+    assert build.absolute_spec("net.py:make(width=2)") == f"{tmp_path / 'net.py'}:make(width=2)"
+    assert build.absolute_spec("../x/net.py:make") == f"{tmp_path.parent / 'x' / 'net.py'}:make"
+    assert build.absolute_spec("net.py:make", base="/srv") == "/srv/net.py:make"
     for unchanged in ("/abs/net.py:make", "builtin:mnist-cnn", "pkg.mod:make", "resnet18"):
-        assert models.absolute_spec(unchanged) == unchanged
-    assert models.load_model("builtin:mnist-cnn").edgeprune_spec == "builtin:mnist-cnn"
+        assert build.absolute_spec(unchanged) == unchanged
+    assert build.load_model("builtin:mnist-cnn").edgeprune_spec == "builtin:mnist-cnn"

@@ -90,7 +90,7 @@ def test_a_users_settings_json_does_not_make_a_directory_a_fit_run(tmp_path: Pat
     """Only a settings.json written by edgeprune marks a run: a project folder with its own
     settings.json is neither cleared (--force) nor written into."""
     from edgeprune.errors import OutputExistsError
-    from edgeprune.fit._rundir import RunDir
+    from edgeprune.fit.rundir import RunDir
 
     project = tmp_path / "proj"
     (project / "models" / "mine").mkdir(parents=True)
@@ -112,7 +112,7 @@ def test_a_run_written_before_a_setting_existed_still_resumes(tmp_path: Path) ->
     """settings.json of an older version lacks tradeoff_points: --resume reads it as 0 (what that
     version did) and the stored settings match, so the run continues instead of being refused."""
     from edgeprune.fit import FitSettings
-    from edgeprune.fit._rundir import RunDir
+    from edgeprune.fit.rundir import RunDir
 
     run = RunDir(tmp_path / "old")
     today = FitSettings(model="builtin:mnist-cnn", data="builtin:mnist5k", speedup=2.0)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from edgeprune import config
+from edgeprune.devices.profiles import list_profiles, load_profile
+from edgeprune.devices.targets import list_targets, load_target
 from edgeprune.errors import ConfigError, NotFoundError, UsageError
-from edgeprune.profiles import list_profiles, load_profile
-from edgeprune.targets import list_targets, load_target
 
 SHIPPED_PROFILES = {"local", "rpi4", "rpi5", "jetson-nano", "jetson-orin-nano"}
 
@@ -116,7 +116,7 @@ def test_ssh_url_targets() -> None:
 
 
 def test_to_dict_round_trips_through_from_dict() -> None:
-    from edgeprune.profiles import Profile
+    from edgeprune.devices.profiles import Profile
 
     profile = load_profile("rpi5")
     again = config.from_dict(Profile, profile.to_dict(), source="roundtrip")

@@ -16,11 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune import engine
-from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import ConfigError, PruningError
-from edgeprune.importance import MissingDataError, get_importance, list_importances
-from edgeprune.prune import PruneConfig, load_layer_ratios, prune, round_kept
+from edgeprune.models.torchvision_compat import import_torchvision
+from edgeprune.pruning import engine
+from edgeprune.pruning.importance import MissingDataError, get_importance, list_importances
+from edgeprune.pruning.prune import PruneConfig, load_layer_ratios, prune, round_kept
 from tests.conftest import digits_rgb32
 
 X = torch.zeros(2, 3, 32, 32)  # example inputs: only shapes matter for tracing
@@ -354,7 +354,7 @@ def test_load_layer_ratios_from_toml_and_json(tmp_path: Path, resnet18: nn.Modul
 def test_channel_scores_rank_channels_as_prune_removes_them(resnet18: nn.Module) -> None:
     """The scores fit's knapsack prices channels by are the ones prune ranks them by: at a
     uniform ratio, every group loses exactly its lowest-scoring channels."""
-    from edgeprune.prune import channel_scores
+    from edgeprune.pruning.prune import channel_scores
 
     example = torch.randn(1, 3, 32, 32)
     scores = channel_scores(resnet18, example, "l2")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from edgeprune.report import pareto_front, render_run, summary_text
+from edgeprune.fit.report import pareto_front, render_run, summary_text
 
 
 def _rec(cid: str, acc: float, p90: float | None, feasible: bool = True,

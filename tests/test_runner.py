@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune import runner
+from edgeprune.devices import runner
 from tests._sshd import DEVICE_PYTHON, make_conv_model
 
 RUNNER = Path(runner.__file__)
@@ -123,7 +123,7 @@ def test_probe_lists_runtimes() -> None:
 
 
 def test_one_preempted_run_does_not_make_a_steady_result_noisy():
-    from edgeprune import runner
+    from edgeprune.devices import runner
 
     steady = [0.001 + 0.00001 * (i % 5) for i in range(99)]
     stats = runner.summarize([*steady, 0.050])  # one run 50x slower (preempted)

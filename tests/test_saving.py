@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import edgeprune
-from edgeprune import saving
 from edgeprune.errors import CheckpointError, ModelSpecError, OutputExistsError
+from edgeprune.models import pruned_dir
 
 
 def _shrink_first_conv(model: nn.Module, keep: int) -> None:
@@ -40,7 +40,7 @@ def test_roundtrip_rebuilds_widths_and_outputs(tmp_path, digits_images):
     assert loaded.features[0].out_channels == 12 and loaded.features[3].in_channels == 12
     assert torch.equal(loaded(x), expected)
     assert edgeprune.load_model(str(out)).features[0].weight.shape[0] == 12  # dir as a spec
-    assert saving.read_manifest(out).history == [{"step": 1}]
+    assert pruned_dir.read_manifest(out).history == [{"step": 1}]
 
 
 def test_existing_output_needs_force_and_nothing_else_is_clobbered(tmp_path):
@@ -114,7 +114,7 @@ def test_an_old_relative_spec_is_found_next_to_the_directory(tmp_path, monkeypat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert saving.read_manifest(out).spec == f"{tmp_path / 'net.py'}:make"
+    assert pruned_dir.read_manifest(out).spec == f"{tmp_path / 'net.py'}:make"
     x = torch.randn(1, 1, 8, 8)
     assert torch.equal(edgeprune.load(out)(x), model(x))
     (tmp_path / "net.py").rename(tmp_path / "moved.py")

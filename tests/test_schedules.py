@@ -7,17 +7,17 @@ import copy
 import pytest
 import torch
 
-from edgeprune import engine
 from edgeprune.errors import ConfigError
-from edgeprune.prune import PruneConfig
-from edgeprune.schedules import (
+from edgeprune.pruning import engine
+from edgeprune.pruning.prune import PruneConfig
+from edgeprune.pruning.schedules import (
     SoftFilterPruning,
     compare_soft_hard,
     list_schedules,
     prune_epochs,
     run_schedule,
 )
-from edgeprune.train import get_recipe
+from edgeprune.training.finetune import get_recipe
 
 QUICK = get_recipe("full", max_batches_per_epoch=4, val_max_batches=2)
 
@@ -31,7 +31,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def trained():
-    from edgeprune.models import load_model
+    from edgeprune.models.build import load_model
 
     return load_model("builtin:mnist-cnn")
 
@@ -88,8 +88,8 @@ def test_stepwise_schedules_end_at_the_one_shot_widths(trained, bundle, example)
 
 
 def test_soft_filter_pruning_zeroes_and_materializes_exactly(trained, bundle, example):
-    from edgeprune.materialize import materialize
-    from edgeprune.train import finetune
+    from edgeprune.pruning.materialize import materialize
+    from edgeprune.training.finetune import finetune
 
     model = copy.deepcopy(trained)
     sfp = SoftFilterPruning(model, example, PruneConfig(ratio=0.6))
@@ -139,8 +139,8 @@ def _zero_rows(model: torch.nn.Module, name: str) -> int:
 
 def test_soft_filter_pruning_zeroes_residual_groups_together(digits_images):
     """ResNet-18: coupled residual channels are zeroed in every producer and BN, then removed."""
-    from edgeprune._tv_compat import import_torchvision
-    from edgeprune.materialize import materialize
+    from edgeprune.models.torchvision_compat import import_torchvision
+    from edgeprune.pruning.materialize import materialize
     from tests.conftest import real_images
 
     tv = import_torchvision()
@@ -199,9 +199,9 @@ def test_partial_recipe_layers_from_history_are_the_pruned_block_only(digits_ima
     """The documents' example: layer2.0.conv1 pruned alone. `finetune --recipe partial` on the
     saved directory unfreezes that block's conv1, bn1 and the conv2 that reads it — not the
     layer-1 residual group that layer2.0.conv1 merely consumes."""
-    from edgeprune._tv_compat import import_torchvision
-    from edgeprune.prune import prune
-    from edgeprune.schedules import pruned_layers_from_history
+    from edgeprune.models.torchvision_compat import import_torchvision
+    from edgeprune.pruning.prune import prune
+    from edgeprune.pruning.schedules import pruned_layers_from_history
     from tests.conftest import real_images
 
     tv = import_torchvision()

@@ -8,14 +8,14 @@ from typing import Any, ClassVar
 import pytest
 
 from edgeprune.errors import ConfigError
-from edgeprune.prune import round_kept
-from edgeprune.search import (
+from edgeprune.fit.search.base import (
     LatencyModel,
     get_strategy,
     list_strategies,
     measurement_weight,
     uniform_widths,
 )
+from edgeprune.pruning.prune import round_kept
 
 
 class _Ctx:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import NotFoundError
-from edgeprune.stats import (
+from edgeprune.models.cost import (
     count_macs,
     count_params,
     layer_widths,
@@ -102,7 +102,7 @@ def test_model_info_is_json_data() -> None:
 
 
 def test_torchvision_resnet18_matches_published_macs() -> None:
-    from edgeprune._tv_compat import import_torchvision
+    from edgeprune.models.torchvision_compat import import_torchvision
 
     tv = import_torchvision()
     model = tv.models.resnet18()

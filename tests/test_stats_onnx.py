@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeprune.stats import count_macs, onnx_info, onnx_macs
+from edgeprune.models.cost import count_macs, onnx_info, onnx_macs
 from tests.test_stats import HAND_MACS, small_net
 
 
@@ -28,7 +28,7 @@ def _save(nodes: list, inputs: list, path: Path, initializers: list | None = Non
 
 
 def test_exported_model_macs_match_the_pytorch_count(tmp_path: Path) -> None:
-    from edgeprune.export import export_onnx
+    from edgeprune.artifacts.onnx_export import export_onnx
 
     net = small_net().eval()
     path = tmp_path / "small.onnx"
@@ -97,7 +97,7 @@ def test_unknown_because_of_a_missing_input_shape_names_the_flag(tmp_path: Path)
 
 
 def test_gate_keeps_its_name_for_onnx_macs(tmp_path: Path) -> None:
-    from edgeprune import gate
+    from edgeprune.release import gate
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
     w = numpy_helper.from_array(np.ones((4, 5), np.float32), "w")

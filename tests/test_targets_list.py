@@ -56,7 +56,7 @@ def test_list_shows_the_file_of_each_target(home: Path, tmp_path: Path,
 def test_local_without_a_file_is_listed_as_built_in(
         home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """`local` works without any local.toml (edgeprune.targets.LOCAL), so the list shows it."""
+    """`local` works without any local.toml (devices.targets.LOCAL), so the list shows it."""
     empty = tmp_path / "no-shipped-files"
     empty.mkdir()
     monkeypatch.setattr(config, "search_dirs", lambda kind: [("builtin", empty)])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgeprune.errors import CheckpointError, ConfigError, UsageError
-from edgeprune.train import Recipe, finetune, get_recipe, list_recipes, register_recipe
+from edgeprune.training.finetune import Recipe, finetune, get_recipe, list_recipes, register_recipe
 
 FAST = {"max_batches_per_epoch": 4, "val_max_batches": 2, "epochs": 1}
 
@@ -23,14 +23,14 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def trained():
-    from edgeprune.models import load_model
+    from edgeprune.models.build import load_model
 
     return load_model("builtin:mnist-cnn")
 
 
 @pytest.fixture(scope="module")
 def pruned(trained, bundle):
-    from edgeprune.prune import PruneConfig, prune
+    from edgeprune.pruning.prune import PruneConfig, prune
 
     example = bundle.val.dataset.batch([0])[0]
     return prune(trained, example, PruneConfig(ratio=0.6, criterion="l2"))
@@ -70,8 +70,8 @@ def test_lr_schedules():
 
 @pytest.mark.parametrize("name", ["full", "partial"])
 def test_finetune_after_pruning_raises_accuracy(name, trained, pruned, bundle):
-    from edgeprune.evaluate import evaluate
-    from edgeprune.schedules import pruned_layers
+    from edgeprune.pruning.schedules import pruned_layers
+    from edgeprune.training.evaluate import evaluate
 
     base = evaluate(trained, bundle.val).top1
     model = copy.deepcopy(pruned.model)
@@ -148,29 +148,29 @@ def test_resume_after_interruption_gives_the_same_weights(pruned, bundle, tmp_pa
 
 
 def test_cli_finetune_keeps_spec_and_history(tmp_path, pruned):
-    from edgeprune import saving
     from edgeprune.cli.main import main
+    from edgeprune.models import pruned_dir
 
-    src = saving.save(pruned.model, tmp_path / "pruned", spec="builtin:mnist-cnn",
+    src = pruned_dir.save(pruned.model, tmp_path / "pruned", spec="builtin:mnist-cnn",
                       input_shape=(1, 1, 28, 28), history=list(pruned.history))
     out = tmp_path / "ft"
     args = ["finetune", "--model", str(src), "--data", "builtin:mnist5k", "--recipe",
             "partial", "--epochs", "1", "--lr", "1e-3", "--max-batches", "3", "--val-batches",
             "2", "--out", str(out), "--format", "json"]
     assert main(args) == 0
-    manifest = saving.read_manifest(out)
+    manifest = pruned_dir.read_manifest(out)
     assert manifest.spec == "builtin:mnist-cnn" and manifest.history == list(pruned.history)
     record = manifest.extra["finetune"]
     assert record["recipe"]["lr"] == pytest.approx(1e-3) and record["epochs_run"] == 1
     assert "classifier.0" in record["unfrozen_layers"]
     assert not (tmp_path / "ft.ckpt").exists()
-    model = saving.load(out)
+    model = pruned_dir.load(out)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert main(args) == 1  # the output exists: --force needed
 
 
 def test_a_teacher_that_does_not_fit_is_refused_before_training(pruned, bundle, tmp_path):
-    from edgeprune.models import load_model
+    from edgeprune.models.build import load_model
 
     model = copy.deepcopy(pruned.model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -197,7 +197,7 @@ def test_a_teacher_that_does_not_fit_is_refused_before_training(pruned, bundle, 
 def test_distilling_from_itself_warns(trained, pruned, bundle):
     import warnings
 
-    from edgeprune.models import load_model
+    from edgeprune.models.build import load_model
 
     student = load_model("builtin:mnist-cnn")  # the unpruned model, as its own teacher
     with pytest.warns(UserWarning, match="same architecture and weights as the student"):

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from edgeprune.devices.transport.connection import Connection
 from edgeprune.errors import (
     AuthenticationError,
     DeviceDiskFullError,
     HostKeyError,
     HostUnreachableError,
 )
-from edgeprune.transport import Connection
 from tests._sshd import SSHServer, free_port
 
 pytestmark = pytest.mark.ssh

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from edgeprune._tv_compat import import_torchvision
 from edgeprune.errors import ConfigError
-from edgeprune.unstructured import SPARSITY_NOTE, sparsity_report, unstructured_prune
+from edgeprune.models.torchvision_compat import import_torchvision
+from edgeprune.pruning.unstructured import SPARSITY_NOTE, sparsity_report, unstructured_prune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

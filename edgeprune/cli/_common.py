@@ -36,7 +36,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
                                          "3,224,224") from None
     if not shape or any(d <= 0 for d in shape):
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224 or 3,224,224")
-    from edgeprune.jobs import with_batch
+    from edgeprune.pipeline import with_batch
 
     return with_batch(shape)
 
@@ -54,7 +54,7 @@ def positive_int(text: str) -> int:
 def resolve_model(spec: str, weights: str | None,
                   input_shape: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...]]:
     """A model spec or pruned directory → (module in eval mode, input shape with batch)."""
-    from edgeprune.jobs import ModelSource, load_source
+    from edgeprune.pipeline import ModelSource, load_source
 
     loaded = load_source(ModelSource(spec, weights, input_shape))
     return loaded.model, loaded.input_shape

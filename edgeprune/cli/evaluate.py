@@ -45,12 +45,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune import models
     from edgeprune.data import load_data
-    from edgeprune.evaluate import evaluate
+    from edgeprune.models import build
+    from edgeprune.training.evaluate import evaluate
 
-    model = models.load_model(args.model, weights=args.weights)
-    shape = args.input_shape or _model_shape(models, model, args.model)
+    model = build.load_model(args.model, weights=args.weights)
+    shape = args.input_shape or _model_shape(build, model, args.model)
     bundle = load_data(args.data, input_shape=shape, batch_size=args.batch_size, seed=args.seed,
                        normalization=args.normalization, progress=out.progress)
     result = evaluate(model, bundle.loader(args.split), progress=out.progress,

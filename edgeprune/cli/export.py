@@ -20,7 +20,7 @@ from edgeprune.cli._output import Output
 from edgeprune.errors import UsageError
 
 ARTIFACT_FORMATS = ("onnx", "tflite")
-EXPORTERS = ("auto", "dynamo", "torchscript")  # mirrors edgeprune.export.EXPORTERS (kept light)
+EXPORTERS = ("auto", "dynamo", "torchscript")  # mirrors artifacts.onnx_export.EXPORTERS
 CHECK_CHUNKS = 4  # real-image batches compared when --data is given
 
 
@@ -86,10 +86,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     model, shape = resolve_model(args.model, args.weights, args.input_shape)
     example, check, source = _inputs(args.data, shape)
 
-    from edgeprune import export
+    from edgeprune.artifacts import onnx_export
 
     if fmt == "tflite":
-        result = export.export_tflite(
+        result = onnx_export.export_tflite(
             model,
             example,
             args.out,
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             progress=out.progress,
         )
     else:
-        result = export.export_onnx(
+        result = onnx_export.export_onnx(
             model,
             example,
             args.out,

@@ -70,7 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _recipe(args: argparse.Namespace) -> Any:
     from edgeprune.config import read_toml
-    from edgeprune.train import Recipe, get_recipe
+    from edgeprune.training.finetune import Recipe, get_recipe
 
     overrides = {key: value for key, value in (
         ("epochs", args.epochs), ("lr", args.lr), ("lr_schedule", args.lr_schedule),
@@ -86,14 +86,14 @@ def _recipe(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune import models, saving
     from edgeprune._io import check_writable
     from edgeprune.data import example_input, load_data
     from edgeprune.data._spec import input_paths
-    from edgeprune.evaluate import evaluate
-    from edgeprune.jobs import ModelSource, load_source
-    from edgeprune.schedules import pruned_layers_from_history
-    from edgeprune.train import finetune
+    from edgeprune.models import build, pruned_dir
+    from edgeprune.pipeline import ModelSource, load_source
+    from edgeprune.pruning.schedules import pruned_layers_from_history
+    from edgeprune.training.evaluate import evaluate
+    from edgeprune.training.finetune import finetune
 
     recipe = _recipe(args)
     check_writable(args.out, force=args.force, kind="dir",
@@ -125,17 +125,18 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 "builtin:"):
             raise UsageError("distillation needs the trained unpruned model as teacher",
                              hint="pass --teacher SPEC and --teacher-weights FILE")
-        teacher = models.load_model(spec, weights=args.teacher_weights)
+        teacher = build.load_model(spec, weights=args.teacher_weights)
     before = evaluate(loaded.model, bundle.val)
     with _Bar(enabled=not out.json) as bar:
         result = finetune(loaded.model, bundle.train, bundle.val, recipe, teacher=teacher,
                           pruned_layers=layers or None, checkpoint_dir=ckpt,
                           resume=args.resume, progress=bar)
-    previous = saving.read_manifest(args.model).extra if saving.is_pruned_dir(args.model) else {}
+    previous = (pruned_dir.read_manifest(args.model).extra
+                if pruned_dir.is_pruned_dir(args.model) else {})
     record = {"job": "finetune", "source": args.model, "data": str(bundle.spec),
               "accuracy_before": before.to_dict(), "accuracy_after": result.final.to_dict(),
               "unfrozen_layers": list(layers), **result.to_dict()}
-    path = saving.save(loaded.model, args.out, spec=loaded.base_spec,
+    path = pruned_dir.save(loaded.model, args.out, spec=loaded.base_spec,
                        input_shape=loaded.input_shape, history=loaded.history,
                        extra={**dict(previous), "finetune": record}, force=args.force)
     shutil.rmtree(ckpt, ignore_errors=True)

@@ -170,7 +170,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune.errors import UsageError
     from edgeprune.fit import FitBudgetNotMetError, fit, resume
-    from edgeprune.report import summary_text
+    from edgeprune.fit.report import summary_text
 
     progress = None if out.json else _progress(out)
     try:

@@ -3,7 +3,7 @@
 Budgets come from a profile (``--profile``, else the gate file's, else the target's), then a gate
 file (``--gate-file`` or ``./edgeprune-gate.toml``), then flags — each layer overriding the one
 before. See docs/ci-gate.md. The table, ``--format json`` and ``--junit`` are rendered from the
-same :class:`edgeprune.gate.GateResult`, so they and the exit code always agree.
+same :class:`edgeprune.release.gate.GateResult`, so they and the exit code always agree.
 """
 
 from __future__ import annotations
@@ -77,11 +77,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune import gate as g
     from edgeprune._io import atomic_write_json, atomic_write_text, check_writable
+    from edgeprune.devices.measure import MeasureSettings
+    from edgeprune.devices.profiles import load_profile
     from edgeprune.errors import UsageError
-    from edgeprune.measure import MeasureSettings
-    from edgeprune.profiles import load_profile
+    from edgeprune.release import gate as g
 
     for path, what in ((args.junit, "JUnit file"), (args.write_baseline, "baseline file")):
         if path:

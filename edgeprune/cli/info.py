@@ -36,28 +36,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune import stats
+    from edgeprune.models import cost
 
     if Path(args.model).suffix.lower() == ".onnx":
-        info = stats.onnx_info(args.model, input_shape=args.input_shape)
+        info = cost.onnx_info(args.model, input_shape=args.input_shape)
         out.result({"kind": "onnx", "model": args.model, **info.to_dict()}, _render_onnx)
         return 0
     if Path(args.model).suffix.lower() == ".tflite":
-        tfl = stats.tflite_info(args.model)
+        tfl = cost.tflite_info(args.model)
         out.result({"kind": "tflite", "model": args.model, **tfl.to_dict(), "macs": None,
                     "macs_note": "not computed for TFLite"}, _render_onnx)
         return 0
     model, shape = resolve_model(args.model, args.weights, args.input_shape)
     import torch
 
-    model_info = stats.model_info(model, torch.zeros(*shape))
+    model_info = cost.model_info(model, torch.zeros(*shape))
     disk = _files_on_disk(args.model, args.weights)
     data = {
         "kind": "pytorch",
         "model": args.model,
         "weights": args.weights,
         **model_info.to_dict(),
-        "size_on_disk_bytes": stats.size_on_disk(disk) if disk else None,
+        "size_on_disk_bytes": cost.size_on_disk(disk) if disk else None,
         "show_all_layers": args.all_layers,
     }
     out.result(data, _render_model)
@@ -66,9 +66,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def _files_on_disk(spec: str, weights: str | None) -> Path | None:
     """What the model occupies on disk: a pruned directory or a weights file, if any."""
-    from edgeprune import saving
+    from edgeprune.models import pruned_dir
 
-    if saving.is_pruned_dir(spec):
+    if pruned_dir.is_pruned_dir(spec):
         return Path(spec)
     return Path(weights) if weights else None
 

@@ -35,7 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.jobs import ModelSource, materialize_job
+    from edgeprune.pipeline import ModelSource, materialize_job
 
     result = materialize_job(ModelSource(args.model, args.weights, args.input_shape), args.out,
                              data=args.data, constant_channels=args.constant_channels,

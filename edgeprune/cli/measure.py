@@ -56,15 +56,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.jobs import with_batch
-    from edgeprune.measure import (
+    from edgeprune.devices.measure import (
         ARTIFACT_SUFFIXES,
         MeasureSettings,
         _artifact_for,
         measure,
         parse_input_shape,
     )
-    from edgeprune.profiles import load_profile
+    from edgeprune.devices.profiles import load_profile
+    from edgeprune.pipeline import with_batch
 
     shapes = list(args.input_shape)
     dims = [parse_input_shape(s) for s in shapes]  # a typo is a usage error before any work

@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.profiles import list_profiles, load_profile, load_profile_file
+    from edgeprune.devices.profiles import list_profiles, load_profile, load_profile_file
 
     if args.profiles_command == "show":
         profile = load_profile(args.name, extra_files=args.profiles_file)

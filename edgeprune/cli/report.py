@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.report import render_run, summary_text
+    from edgeprune.fit.report import render_run, summary_text
 
     report = render_run(args.run_dir)
     out.result(report, lambda d: summary_text(d) + f"\nwrote {args.run_dir}/report.html")

@@ -58,8 +58,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune.cli.finetune import _Bar
     from edgeprune.data import calibration_batches, example_input, load_data
     from edgeprune.data._spec import input_paths
-    from edgeprune.jobs import ModelSource, load_source
-    from edgeprune.sensitivity import analyze, write_outputs
+    from edgeprune.pipeline import ModelSource, load_source
+    from edgeprune.pruning.sensitivity import analyze, write_outputs
 
     check_writable(args.out, force=args.force, kind="dir",
                    inputs=(args.model, args.weights, *input_paths(args.data)))

@@ -34,7 +34,7 @@ def add_target_options(p: argparse.ArgumentParser, *, default: str | None = "loc
 
 
 def target_from_args(args: argparse.Namespace, name: str | None = None) -> Any:
-    from edgeprune.targets import load_target
+    from edgeprune.devices.targets import load_target
 
     return load_target(name or args.target, extra_files=args.targets_file,
                        profile=getattr(args, "profile", None), identity_file=args.identity_file,
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.targets_command == "show":
         out.result({"target": target.to_dict(), "where": target.where})
         return 0
-    from edgeprune.measure import probe, readiness_problem
+    from edgeprune.devices.measure import probe, readiness_problem
 
     doc = probe(target, progress=None if out.json else out.progress)
     doc["target"] = target.name
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
 def _profile_runtimes(args: argparse.Namespace, target: Any) -> tuple[str, ...]:
     if not target.profile:
         return ()
+    from edgeprune.devices.profiles import load_profile
     from edgeprune.errors import EdgepruneError
-    from edgeprune.profiles import load_profile
 
     try:
         return tuple(load_profile(target.profile, extra_files=args.profiles_file).runtimes)
@@ -115,7 +115,7 @@ BUILT_IN = "built in"  # the FILE of a target that has none: `local` when no loc
 
 
 def _list(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.targets import LOCAL, list_targets, load_target_file
+    from edgeprune.devices.targets import LOCAL, list_targets, load_target_file
 
     found = list_targets(args.targets_file)
     rows = []

@@ -10,13 +10,13 @@ Strategies live in :mod:`edgeprune.search`, the report in :mod:`edgeprune.report
 
 from __future__ import annotations
 
-from edgeprune.fit._loop import FitBudgetNotMetError as FitBudgetNotMetError
-from edgeprune.fit._loop import FitResult as FitResult
-from edgeprune.fit._loop import fit as fit
-from edgeprune.fit._loop import resume as resume
-from edgeprune.fit._settings import FitSettings as FitSettings
-from edgeprune.fit._settings import ResolvedBudgets as ResolvedBudgets
-from edgeprune.fit._settings import load_fit_table as load_fit_table
+from edgeprune.fit.loop import FitBudgetNotMetError as FitBudgetNotMetError
+from edgeprune.fit.loop import FitResult as FitResult
+from edgeprune.fit.loop import fit as fit
+from edgeprune.fit.loop import resume as resume
+from edgeprune.fit.settings import FitSettings as FitSettings
+from edgeprune.fit.settings import ResolvedBudgets as ResolvedBudgets
+from edgeprune.fit.settings import load_fit_table as load_fit_table
 
 __all__ = ["FitBudgetNotMetError", "FitResult", "FitSettings", "ResolvedBudgets", "fit",
            "load_fit_table", "resume"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeprune.fit._measuring import INFEASIBLE, Comparison, geomean
+from edgeprune.fit.measuring import INFEASIBLE, Comparison, geomean
 
 Record = dict[str, Any]
 
@@ -48,7 +48,7 @@ def finish(ctx: Any, state: dict[str, Any]) -> None:
 
 def _finish_chosen(ctx: Any, state: dict[str, Any],
                    cid: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    from edgeprune.evaluate import evaluate
+    from edgeprune.training.evaluate import evaluate
 
     settings = ctx.settings
     baseline = ctx.candidate(ctx.baseline_id)
@@ -99,12 +99,12 @@ def _finish_chosen(ctx: Any, state: dict[str, Any],
 def _write(ctx: Any, state: dict[str, Any], cid: str, model: Any, accuracy: float,
            finetuned: bool) -> dict[str, Any]:
     """model/, model.onnx (batch 1) and model-b<N>.onnx (the measured batch, N > 1)."""
-    from edgeprune import saving
-    from edgeprune.export import export_onnx
-    from edgeprune.stats import size_on_disk
+    from edgeprune.artifacts.onnx_export import export_onnx
+    from edgeprune.models import pruned_dir
+    from edgeprune.models.cost import size_on_disk
 
     run, settings = ctx.run, ctx.settings
-    saving.save(model, run.path / "model", spec=ctx.spec, input_shape=ctx.input_shape,
+    pruned_dir.save(model, run.path / "model", spec=ctx.spec, input_shape=ctx.input_shape,
                 history=ctx.history(cid),
                 force=True, extra={"fit": {"candidate": cid, "accuracy": accuracy}})
     deployable = run.path / "model.onnx"
@@ -115,7 +115,7 @@ def _write(ctx: Any, state: dict[str, Any], cid: str, model: Any, accuracy: floa
         export_onnx(model, ctx.measure_input, measured, exporter=settings.exporter, force=True)
     extra: dict[str, Any] = {}
     if settings.tflite:
-        from edgeprune.export import export_tflite
+        from edgeprune.artifacts.onnx_export import export_tflite
 
         tflite = run.path / "model.tflite"
         export_tflite(model, ctx.measure_input[:1], tflite, force=True)
@@ -207,7 +207,7 @@ def _faster_meeting(ctx: Any, cid: str, tried: list[str]) -> str | None:
 
 
 def _best_miss(ctx: Any, state: dict[str, Any], reason: str) -> None:
-    from edgeprune.evaluate import evaluate
+    from edgeprune.training.evaluate import evaluate
 
     best = closest(ctx)
     state["best_id"] = best["id"] if best else None

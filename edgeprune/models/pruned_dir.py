@@ -101,7 +101,7 @@ def save(model: Any, path: str | os.PathLike[str], *, spec: str,
     from safetensors.torch import save_file
 
     from edgeprune import __version__
-    from edgeprune.models import absolute_spec
+    from edgeprune.models.build import absolute_spec
 
     spec = absolute_spec(spec)
 
@@ -176,10 +176,10 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 def _relative_file(spec: str) -> str | None:
     """The relative ``.py`` path of a ``file.py:factory`` spec (None for any other spec)."""
-    from edgeprune import models
+    from edgeprune.models import build
 
     try:
-        parsed = models.parse_model_spec(spec)
+        parsed = build.parse_model_spec(spec)
     except ModelSpecError:
         return None
     if parsed.kind != "file" or Path(parsed.target).expanduser().is_absolute():
@@ -190,7 +190,7 @@ def _relative_file(spec: str) -> str | None:
 def _locate_spec(spec: str, directory: Path) -> str:
     """A relative ``file.py`` spec (written before paths were stored absolute) that does not
     exist from the current directory is looked for next to the model directory too."""
-    from edgeprune.models import absolute_spec
+    from edgeprune.models.build import absolute_spec
 
     target = _relative_file(spec)
     if target is None or Path(target).is_file():
@@ -218,7 +218,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     import torch
     from safetensors.torch import load_file
 
-    from edgeprune import models
+    from edgeprune.models import build
 
     p = Path(path)
     manifest = read_manifest(p)
@@ -229,14 +229,14 @@ def load(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{str(weights)!r} does not match the checksum in its manifest",
                               hint="the file was changed or damaged; write the model again")
     _check_spec_file(manifest.spec, p)
-    spec = models.parse_model_spec(manifest.spec)
+    spec = build.parse_model_spec(manifest.spec)
     if spec.kind == "builtin":
-        model = models._build_builtin(spec, load_shipped=False)
+        model = build._build_builtin(spec, load_shipped=False)
     elif spec.kind == "pruned":
         raise CheckpointError(f"manifest of {str(p)!r} points at another pruned directory",
                               hint="write the model again")
     else:
-        model = models.load_model(spec)
+        model = build.load_model(spec)
     state = load_file(str(weights))
     modules = dict(model.named_modules())
     for name, attrs in manifest.modules.items():

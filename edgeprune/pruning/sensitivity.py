@@ -12,7 +12,8 @@ costs more than the largest single drop (drops roughly add up), so treat ``max_d
 per-layer budget and check the combined model (``edgeprune prune --ratios FILE`` then evaluate).
 
 Outputs: :meth:`SensitivityResult.to_dict` (JSON), :func:`write_ratios_toml` (the ``[ratios]``
-file that ``edgeprune prune --ratios`` and :func:`edgeprune.prune.load_layer_ratios` read) and
+file that ``edgeprune prune --ratios`` and
+:func:`edgeprune.pruning.prune.load_layer_ratios` read) and
 :func:`plot` (a PNG; matplotlib is imported only there, with the Agg backend).
 """
 
@@ -29,13 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune import engine
 from edgeprune._io import atomic_write_bytes, atomic_write_text
 from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import PruningError, UsageError
-from edgeprune.evaluate import evaluate
-from edgeprune.prune import PruneConfig, prune
-from edgeprune.stats import count_params
+from edgeprune.models.cost import count_params
+from edgeprune.pruning import engine
+from edgeprune.pruning.prune import PruneConfig, prune
+from edgeprune.training.evaluate import evaluate
 
 __all__ = [
     "DEFAULT_RATIOS",

@@ -1,10 +1,10 @@
 """Candidates: prune to given widths, fine-tune briefly, score; export and judge on the device.
 
-:class:`Candidates` is the :class:`edgeprune.search.SearchContext` a strategy talks to. Records are
-plain dicts (they go to ``state.json`` and the report as they are); models of measured candidates
-are saved under ``models/<id>`` so a resumed run finds its parents. How a candidate is measured —
-beside the unpruned model for a relative budget, again when it lands near the budget — is in
-:mod:`edgeprune.fit._measuring`.
+:class:`Candidates` is the :class:`edgeprune.fit.search.base.SearchContext` a strategy talks to.
+Records are plain dicts (they go to ``state.json`` and the report as they are); models of
+measured candidates are saved under ``models/<id>`` so a resumed run finds its parents. How a
+candidate is measured — beside the unpruned model for a relative budget, again when it lands near
+the budget — is in :mod:`edgeprune.fit.measuring`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune import engine, saving
 from edgeprune._signals import raise_if_interrupted
-from edgeprune.fit._measuring import INFEASIBLE, Bench, Comparison, resolve_threads
-from edgeprune.fit._rundir import RunDir
-from edgeprune.fit._settings import FitSettings, ResolvedBudgets, auto_measure_batch
-from edgeprune.prune import PruneConfig, prune, round_kept
-from edgeprune.stats import count_macs, count_params
+from edgeprune.fit.measuring import INFEASIBLE, Bench, Comparison, resolve_threads
+from edgeprune.fit.rundir import RunDir
+from edgeprune.fit.settings import FitSettings, ResolvedBudgets, auto_measure_batch
+from edgeprune.models import pruned_dir
+from edgeprune.models.cost import count_macs, count_params
+from edgeprune.pruning import engine
+from edgeprune.pruning.prune import PruneConfig, prune, round_kept
 
 Record = dict[str, Any]
 Emit = Callable[[dict[str, Any]], None]
@@ -182,7 +183,7 @@ class Candidates:
         """Per group: its channels' scores by the fit's criterion on the unpruned model, each
         divided by the group's mean and sorted ascending (the order pruning removes them)."""
         if "channel_scores" not in self.state:
-            from edgeprune.prune import channel_scores
+            from edgeprune.pruning.prune import channel_scores
 
             raw = channel_scores(self.base_model, self.example, self.settings.criterion,
                                  calibration=self.calibration, seed=self.settings.seed)
@@ -201,7 +202,7 @@ class Candidates:
 
     # --- evaluation -----------------------------------------------------------------------------
     def add_baseline(self) -> Record:
-        from edgeprune.evaluate import evaluate
+        from edgeprune.training.evaluate import evaluate
 
         accuracy = evaluate(self.base_model, self.bundle.val).top1
         record = self._record(dict(self.groups), self.base_model, kind="baseline", step=0,
@@ -241,7 +242,7 @@ class Candidates:
             if cid == self.baseline_id:
                 self._models[cid] = self.base_model
             else:
-                self._models[cid] = saving.load(self.run.model_dir(cid)).eval()
+                self._models[cid] = pruned_dir.load(self.run.model_dir(cid)).eval()
         return self._models[cid]
 
     def history(self, cid: str) -> list[dict[str, Any]]:
@@ -251,8 +252,8 @@ class Candidates:
             return []
         if cid not in self._histories:
             directory = self.run.model_dir(cid)
-            self._histories[cid] = list(saving.read_manifest(directory).history) \
-                if saving.is_pruned_dir(directory) else []
+            self._histories[cid] = list(pruned_dir.read_manifest(directory).history) \
+                if pruned_dir.is_pruned_dir(directory) else []
         return [dict(step) for step in self._histories[cid]]
 
     def _prune_to(self, model: nn.Module, current: Mapping[str, int],
@@ -270,7 +271,7 @@ class Candidates:
         return self._finetune(model, epochs, batches)
 
     def _finetune(self, model: nn.Module, epochs: int, batches: int) -> Any:
-        from edgeprune.train import finetune, get_recipe
+        from edgeprune.training.finetune import finetune, get_recipe
 
         recipe = get_recipe("full", epochs=epochs, max_batches_per_epoch=batches,
                             val_max_batches=max(self.settings.eval_batches, 1) if epochs == 1
@@ -298,7 +299,7 @@ class Candidates:
     # --- device -------------------------------------------------------------------------------
     def baseline_artifact(self, batch: int | None = None) -> Path:
         """The unpruned model's ONNX at ``batch`` (default: the measured batch), made once."""
-        from edgeprune.export import export_onnx
+        from edgeprune.artifacts.onnx_export import export_onnx
 
         batch = batch or self.measure_batch
         path = self.run.path / "scratch" / f"unpruned-b{batch}.onnx"
@@ -319,8 +320,8 @@ class Candidates:
         unmeasured (and so does not meet the budget).
         """
         raise_if_interrupted()
-        from edgeprune.export import export_onnx
-        from edgeprune.stats import size_on_disk
+        from edgeprune.artifacts.onnx_export import export_onnx
+        from edgeprune.models.cost import size_on_disk
 
         record = self.candidate(cid)
         if record.get("measured"):
@@ -361,7 +362,7 @@ class Candidates:
             self.state["baseline_ms"] = record["latency_ms"]
         self._note_device(comparison.own[0])
         if record["kind"] != "baseline":
-            saving.save(self.model(cid), self.run.model_dir(cid), spec=self.spec,
+            pruned_dir.save(self.model(cid), self.run.model_dir(cid), spec=self.spec,
                         input_shape=self.input_shape, history=self.history(cid), force=True)
         record["meets_budget"] = self.meets(record)
         return record
@@ -427,7 +428,7 @@ class Candidates:
     def _note_arch(self, machine: str) -> None:
         """An absolute latency budget from a profile of another architecture judges this
         machine against a device it is not: say so (once, in the report too)."""
-        from edgeprune.profiles import arch_mismatch
+        from edgeprune.devices.profiles import arch_mismatch
 
         if self.budgets.max_latency_ms is None or \
                 self.budgets.sources.get("max_latency_ms", "").startswith("command line"):

@@ -377,4 +377,4 @@ class NetAdaptStrategy:
         return best_meeting(ctx, list(state["accepted"]))
 
 
-from edgeprune import search_knapsack as _knapsack  # noqa: E402, F401  (registers "knapsack")
+from edgeprune.fit.search import knapsack as _knapsack  # noqa: E402, F401  (registers "knapsack")

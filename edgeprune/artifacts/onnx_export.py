@@ -41,7 +41,7 @@ from torch import nn
 
 from edgeprune._io import atomic_write_bytes, check_writable
 from edgeprune.errors import ExportError, OutputExistsError, ParityError, UsageError
-from edgeprune.stats import Inputs, as_input_tuple, onnx_external_files, size_on_disk
+from edgeprune.models.cost import Inputs, as_input_tuple, onnx_external_files, size_on_disk
 
 __all__ = [
     "EXPORTERS",

@@ -1,10 +1,10 @@
 """Importance criteria: which channels of a group to keep.
 
 A criterion is a callable ``(group, ctx) -> scores`` returning one score per root channel of a
-:class:`~edgeprune.engine.ChannelGroup` (higher = keep). Criteria are registered by name
+:class:`~edgeprune.pruning.engine.ChannelGroup` (higher = keep). Criteria are registered by name
 (:func:`register_importance`) and built with :func:`get_importance`; a criterion that needs the
 whole model first (gradients, activation statistics) does that work in ``prepare(model, groups,
-ctx)``, which :func:`edgeprune.prune.prune` calls once per prune step, before scoring.
+ctx)``, which :func:`edgeprune.pruning.prune.prune` calls once per prune step, before scoring.
 
 **Aggregation over a group.** A group couples several layers (the root conv, its BatchNorm, the
 next conv's input slice, residual partners, ...). Each member that covers every root channel
@@ -33,7 +33,7 @@ from edgeprune._registry import Registry
 from edgeprune.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
-    from edgeprune.engine import ChannelGroup, Member
+    from edgeprune.pruning.engine import ChannelGroup, Member
 
 __all__ = [
     "Importance",
@@ -337,7 +337,7 @@ class Taylor:
     def __call__(self, group: ChannelGroup, ctx: ImportanceContext) -> torch.Tensor:
         if not self._grads:
             raise MissingDataError("taylor scores need gradients: prepare() was not called",
-                                   hint="score through edgeprune.prune.prune, or call "
+                                   hint="score through edgeprune.pruning.prune.prune, or call "
                                    "prepare(model, groups, ctx) first")
         scores = []
         for member in group.members:
@@ -427,7 +427,7 @@ class Activation:
         if stats is None:
             raise MissingDataError(f"no activation statistics for {group.root}",
                                    hint="call prepare(model, groups, ctx) with calibration data "
-                                   "(edgeprune.prune.prune does this)")
+                                   "(edgeprune.pruning.prune.prune does this)")
         if stats.numel() != group.size:
             raise MissingDataError(f"activation statistics for {group.root} are stale",
                                    hint="call prepare() again after pruning")

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune import builtin_models
 from edgeprune._userfile import Wording, import_user_code
 from edgeprune.errors import CheckpointError, ModelSpecError, UnsafeCheckpointError
+from edgeprune.models import builtin
 
 _CALL = re.compile(r"^(?P<name>[^()]+?)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
 
@@ -53,9 +53,9 @@ def parse_model_spec(text: str) -> ModelSpec:
     raw = text.strip()
     if not raw:
         raise ModelSpecError("empty model spec", hint=_FORMS)
-    from edgeprune import saving  # local: saving imports torch
+    from edgeprune.models import pruned_dir  # local: saving imports torch
 
-    if saving.is_pruned_dir(raw):
+    if pruned_dir.is_pruned_dir(raw):
         return ModelSpec("pruned", raw, text=raw)
     if raw.startswith("torchvision:"):
         name, kwargs = _split_call(raw[len("torchvision:"):], raw)
@@ -148,9 +148,9 @@ def load_model(spec: str | ModelSpec, *, weights: str | Path | None = None) -> A
     """Build the model a spec names and load ``weights`` into it (safely). Returns ``nn.Module``."""
     parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
     if parsed.kind == "pruned":
-        from edgeprune import saving
+        from edgeprune.models import pruned_dir
 
-        model = saving.load(parsed.target)
+        model = pruned_dir.load(parsed.target)
     elif parsed.kind == "torchvision":
         model = _build_torchvision(parsed)
     elif parsed.kind == "builtin":
@@ -165,14 +165,14 @@ def load_model(spec: str | ModelSpec, *, weights: str | Path | None = None) -> A
 
 
 def torchvision_architectures() -> list[str]:
-    from edgeprune._tv_compat import import_torchvision
+    from edgeprune.models.torchvision_compat import import_torchvision
 
     tv = import_torchvision()
     return sorted(tv.models.list_models(module=tv.models))
 
 
 def _build_torchvision(spec: ModelSpec) -> Any:
-    from edgeprune._tv_compat import import_torchvision
+    from edgeprune.models.torchvision_compat import import_torchvision
 
     tv = import_torchvision()
     names = tv.models.list_models(module=tv.models)
@@ -203,13 +203,13 @@ def _build_torchvision(spec: ModelSpec) -> Any:
 
 
 def _build_builtin(spec: ModelSpec, *, load_shipped: bool) -> Any:
-    entry = builtin_models.get(spec.target)
+    entry = builtin.get(spec.target)
     if entry is None:
-        close = difflib.get_close_matches(spec.target, builtin_models.names(), n=1)
+        close = difflib.get_close_matches(spec.target, builtin.names(), n=1)
         raise ModelSpecError(
             f"no built-in model {spec.target!r}",
             hint=(f"did you mean builtin:{close[0]}?" if close else
-                  "built-in models: " + ", ".join(builtin_models.names())),
+                  "built-in models: " + ", ".join(builtin.names())),
         )
     if spec.kwargs:
         raise ModelSpecError(f"builtin:{spec.target} takes no arguments",
@@ -367,14 +367,14 @@ def default_input_shape(spec: str | ModelSpec | Any) -> tuple[int, ...] | None:
     if isinstance(spec, (str, ModelSpec)):
         parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
         if parsed.kind == "builtin":
-            entry = builtin_models.get(parsed.target)
+            entry = builtin.get(parsed.target)
             return entry.input_shape if entry else None
         if parsed.kind == "torchvision":
             return (1, 3, 299, 299) if parsed.target == "inception_v3" else (1, 3, 224, 224)
         if parsed.kind == "pruned":
-            from edgeprune import saving
+            from edgeprune.models import pruned_dir
 
-            return saving.read_manifest(parsed.target).input_shape
+            return pruned_dir.read_manifest(parsed.target).input_shape
         return None
     shape = getattr(spec, "edgeprune_input_shape", None) or getattr(spec, "input_shape", None)
     if isinstance(shape, (tuple, list)) and all(isinstance(d, int) for d in shape):

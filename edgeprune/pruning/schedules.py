@@ -14,7 +14,7 @@ One entry, :func:`run_schedule`, runs a schedule registered by name (:func:`regi
 - ``soft``: Soft Filter Pruning (He et al. 2018). After every epoch the lowest-L2 filters of each
   channel group are set to zero but keep training (they get gradients and may grow back); after
   the last epoch the lowest filters are zeroed once more and only those channels are removed for
-  good through :func:`edgeprune.materialize.materialize`, which checks the outputs did not
+  good through :func:`edgeprune.pruning.materialize.materialize`, which checks the outputs did not
   change: a channel whose bias (or BatchNorm shift) leaves it dead is removed, a constant one is
   folded into the next layer where that is exact; only groups with a constant that cannot be
   folded (a zero-padded conv follows) get their bias and BatchNorm zeroed before the cut.
@@ -40,13 +40,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune import engine
 from edgeprune._registry import Registry
 from edgeprune.errors import UsageError
-from edgeprune.evaluate import EvalResult, evaluate
-from edgeprune.prune import PruneConfig, PruneResult, group_ratios, prune, round_kept
-from edgeprune.stats import count_macs, count_params
-from edgeprune.train import FinetuneResult, Recipe, finetune, get_recipe
+from edgeprune.models.cost import count_macs, count_params
+from edgeprune.pruning import engine
+from edgeprune.pruning.prune import PruneConfig, PruneResult, group_ratios, prune, round_kept
+from edgeprune.training.evaluate import EvalResult, evaluate
+from edgeprune.training.finetune import FinetuneResult, Recipe, finetune, get_recipe
 
 __all__ = [
     "ScheduleResult",
@@ -249,9 +249,9 @@ def run_schedule(
     """Run the schedule ``schedule_name`` on a copy of ``model`` (the input is left untouched).
 
     ``epochs`` is the training the schedule spends in total (shared out over the rounds of
-    ``iterative``). ``recipe`` (a :class:`~edgeprune.train.Recipe` or a registered name) says
-    how each training phase runs; its own ``epochs`` is replaced. ``progress`` receives the
-    fine-tune and evaluate events plus ``{"stage": "schedule", ...}`` ones. With
+    ``iterative``). ``recipe`` (a :class:`~edgeprune.training.finetune.Recipe` or a registered
+    name) says how each training phase runs; its own ``epochs`` is replaced. ``progress``
+    receives the fine-tune and evaluate events plus ``{"stage": "schedule", ...}`` ones. With
     ``checkpoint_dir`` every training phase checkpoints into a subdirectory and an interrupted
     run started again with the same arguments resumes (pruning is deterministic and redone).
     """
@@ -462,12 +462,12 @@ def _retrain(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[
 class SoftFilterPruning:
     """Zero the lowest-L2 filters of each channel group at a rate, keep them trainable.
 
-    Build it on the model to be trained; it is the :class:`~edgeprune.train.EpochHook` that
-    ``finetune`` calls after every epoch. Scores are the L2 norm of a channel's filters over all
-    the group's producing conv/linear layers (so residual partners are scored and zeroed
-    together). Between epochs only filter weights are zeroed (see :func:`_zero_member`);
-    :meth:`finalize` zeroes once more, biases and BatchNorm scale/shift included, so the
-    selected channels are dead and removing them is exact.
+    Build it on the model to be trained; it is the
+    :class:`~edgeprune.training.finetune.EpochHook` that ``finetune`` calls after every epoch.
+    Scores are the L2 norm of a channel's filters over all the group's producing conv/linear
+    layers (so residual partners are scored and zeroed together). Between epochs only filter
+    weights are zeroed (see :func:`_zero_member`); :meth:`finalize` zeroes once more, biases and
+    BatchNorm scale/shift included, so the selected channels are dead and removing them is exact.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Inputs, config: PruneConfig) -> None:
@@ -553,7 +553,7 @@ def _zero_member(member: engine.Member, channels: Sequence[int], *, final: bool)
 
 @register_schedule("soft")
 def _soft(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]:
-    from edgeprune.materialize import materialize
+    from edgeprune.pruning.materialize import materialize
 
     model = copy.deepcopy(run.model)
     sfp = SoftFilterPruning(model, run.example_inputs, run.config)

@@ -48,7 +48,7 @@ class FitSettings:
     ``tradeoff_points``: candidates added after the search at other latencies (a safety point
     ``noise_margin`` below the choice — the first fallback if the final re-measure misses —
     then looser and tighter budgets) so the report shows the curve
-    (:mod:`edgeprune.fit._tradeoff`); 0 = none.
+    (:mod:`edgeprune.fit.tradeoff`); 0 = none.
     """
 
     model: str

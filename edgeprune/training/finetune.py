@@ -48,7 +48,7 @@ from edgeprune._signals import raise_if_interrupted
 from edgeprune.config import FieldProblem
 from edgeprune.config import from_dict as config_from_dict
 from edgeprune.errors import CheckpointError, ConfigError, UsageError
-from edgeprune.evaluate import EvalResult, evaluate
+from edgeprune.training.evaluate import EvalResult, evaluate
 
 __all__ = [
     "EpochHook",
@@ -476,7 +476,7 @@ def check_teacher(teacher: nn.Module, student: nn.Module, loader: Iterable[Any])
     (the unpruned model handed over as its own teacher) only warns: the run works but learns
     nothing from the teacher.
     """
-    from edgeprune.evaluate import first_batch, forward_checked
+    from edgeprune.training.evaluate import first_batch, forward_checked
 
     name = _model_name(teacher)
     images = first_batch(loader)

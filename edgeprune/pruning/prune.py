@@ -35,12 +35,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from edgeprune import engine
 from edgeprune.config import FieldProblem, read_toml
 from edgeprune.config import from_dict as config_from_dict
 from edgeprune.errors import ConfigError, NotFoundError, PruningError
-from edgeprune.importance import Importance, ImportanceContext, get_importance, list_importances
-from edgeprune.stats import count_macs, count_params
+from edgeprune.models.cost import count_macs, count_params
+from edgeprune.pruning import engine
+from edgeprune.pruning.importance import (
+    Importance,
+    ImportanceContext,
+    get_importance,
+    list_importances,
+)
 
 __all__ = ["GroupChange", "PruneConfig", "PruneResult", "channel_scores", "group_ratios",
            "load_layer_ratios", "prune", "round_kept"]
@@ -506,7 +511,7 @@ def _group_of(name: str, groups: Sequence[engine.ChannelGroup], graph: engine.Gr
                "or a layer coupled to it is ignored or unsupported)")
     raise PruningError(f"prune config: key '{key}': layer {name!r} cannot be pruned: {why}",
                        hint="choose a conv layer inside the network, e.g. one listed by "
-                       "edgeprune.engine.channel_groups")
+                       "edgeprune.pruning.engine.channel_groups")
 
 
 # --- choosing channels -------------------------------------------------------------------------

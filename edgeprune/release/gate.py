@@ -9,10 +9,10 @@ What is checked and where the number comes from:
 - ``max_model_size_mb`` — bytes on disk (1 MB = 10⁶ bytes), external ONNX data files included;
 - ``max_params`` — ONNX: elements of floating-point initializers; pruned dir: the module's
   parameters; TFLite: elements of the constant weight tensors read from the flatbuffer
-  (:func:`edgeprune.stats.tflite_info`; no TFLite runtime needed);
+  (:func:`edgeprune.models.cost.tflite_info`; no TFLite runtime needed);
 - ``max_macs`` — ONNX: Conv/ConvTranspose/Gemm/MatMul multiply-accumulates from the graph with
   shapes from ``onnx.shape_inference`` (dynamic dims filled from the input shape); pruned dir:
-  :func:`edgeprune.stats.count_macs` at the manifest's input shape; TFLite: not computed
+  :func:`edgeprune.models.cost.count_macs` at the manifest's input shape; TFLite: not computed
   (skipped);
 - ``max_latency_ms`` / ``max_peak_rss_mb`` — *measured* on ``target`` (the profile's percentile);
   without a target they are reported as skipped, never as passed;
@@ -92,7 +92,7 @@ class GateBudgets:
 
     @classmethod
     def from_profile(cls, profile: Any) -> GateBudgets:
-        """The budgets of a :class:`~edgeprune.profiles.Profile` (or its ``Budgets``)."""
+        """The budgets of a :class:`~edgeprune.devices.profiles.Profile` (or its ``Budgets``)."""
         b = getattr(profile, "budgets", profile)
         return cls(max_model_size_mb=b.max_model_size_mb, max_latency_ms=b.max_latency_ms,
                    max_latency_ratio=b.max_latency_ratio,
@@ -330,7 +330,7 @@ def gate(
     ``budgets`` is a :class:`GateBudgets`, a profile or a profile's ``Budgets``. ``baseline`` is
     a previous result's JSON file (or :func:`load_baseline`'s mapping); ``tolerance`` a
     :class:`Tolerance` or a percentage for every metric. ``settings`` are the
-    :class:`~edgeprune.measure.MeasureSettings` (default: 50 runs after 10 warm-up);
+    :class:`~edgeprune.devices.measure.MeasureSettings` (default: 50 runs after 10 warm-up);
     ``input_shape`` fills dynamic input dims (default: the profile's ``input_shape``).
     ``strict`` turns every skipped check into a failure (a CI that must check everything).
 
@@ -376,7 +376,7 @@ def gate(
                                       f"checked, {c.reason} (--strict)")
                   if c.status == "skipped" else c for c in checks]
     if target is not None and profile is not None:
-        from edgeprune.profiles import arch_mismatch
+        from edgeprune.devices.profiles import arch_mismatch
 
         machines = {m.measurement.get("machine") for m in metrics if m.measurement}
         for machine in sorted(str(x) for x in machines if x):
@@ -422,8 +422,8 @@ def _static(path: Path, shape: tuple[int, ...] | None,
 
 
 def _static_onnx(path: Path, shape: tuple[int, ...] | None) -> ArtifactMetrics:
-    from edgeprune.measure import artifact_files
-    from edgeprune.stats import onnx_info
+    from edgeprune.devices.measure import artifact_files
+    from edgeprune.models.cost import onnx_info
 
     # a corrupt file is an ExportError naming the fix; MACs as info shows them
     info = onnx_info(path, input_shape=shape)
@@ -436,7 +436,7 @@ def _static_onnx(path: Path, shape: tuple[int, ...] | None) -> ArtifactMetrics:
 
 def _static_tflite(path: Path) -> ArtifactMetrics:
     from edgeprune.errors import ExportError
-    from edgeprune.stats import tflite_info
+    from edgeprune.models.cost import tflite_info
 
     try:
         info = tflite_info(path)  # the flatbuffer itself: no TFLite runtime needed here
@@ -451,28 +451,28 @@ def _static_tflite(path: Path) -> ArtifactMetrics:
 def _static_pruned(path: Path) -> tuple[ArtifactMetrics, Any]:
     import torch
 
-    from edgeprune import saving, stats
+    from edgeprune.models import cost, pruned_dir
 
-    if not saving.is_pruned_dir(path):
+    if not pruned_dir.is_pruned_dir(path):
         raise ArtifactError(f"{str(path)!r} is a directory but not a pruned model (no "
-                            f"{saving.MANIFEST})", hint="give a directory written by edgeprune "
+                            f"{pruned_dir.MANIFEST})", hint="give a directory written by edgeprune "
                             "prune/fit, or an .onnx/.tflite file")
-    model = saving.load(path)
-    shape = saving.read_manifest(path).input_shape
+    model = pruned_dir.load(path)
+    shape = pruned_dir.read_manifest(path).input_shape
     macs, note = None, "the manifest records no input_shape"
     if shape:
-        macs, note = stats.count_macs(model, torch.zeros(*shape)), ""
+        macs, note = cost.count_macs(model, torch.zeros(*shape)), ""
     files = sorted(p for p in path.rglob("*") if p.is_file())
     return ArtifactMetrics(artifact=str(path), name=path.name, kind="pruned",
                            files=tuple(str(f) for f in files),
                            size_bytes=sum(f.stat().st_size for f in files),
-                           params=stats.count_params(model), macs=macs, macs_note=note), model
+                           params=cost.count_params(model), macs=macs, macs_note=note), model
 
 
 def onnx_macs(proto: Any, shape: Sequence[int] | None = None) -> tuple[int | None, str]:
-    """:func:`edgeprune.stats.onnx_macs` (where it lives, next to ``count_macs``), kept under
+    """:func:`edgeprune.models.cost.onnx_macs` (where it lives, next to ``count_macs``), kept under
     this name for its callers; imported on call so ``import edgeprune.gate`` stays light."""
-    from edgeprune.stats import onnx_macs as _onnx_macs
+    from edgeprune.models.cost import onnx_macs as _onnx_macs
 
     return _onnx_macs(proto, shape)
 
@@ -481,7 +481,7 @@ def onnx_macs(proto: Any, shape: Sequence[int] | None = None) -> tuple[int | Non
 
 
 def _settings(settings: Any, shape: tuple[int, ...] | None) -> Any:
-    from edgeprune.measure import MeasureSettings
+    from edgeprune.devices.measure import MeasureSettings
 
     settings = settings or MeasureSettings()
     if shape and settings.default_shape is None:
@@ -491,7 +491,7 @@ def _settings(settings: Any, shape: tuple[int, ...] | None) -> Any:
 
 def _measured(m: ArtifactMetrics, model: Any, target: Any, settings: Any, percentile: int,
               profile: Any, stack: contextlib.ExitStack, emit: Progress) -> ArtifactMetrics:
-    from edgeprune.measure import measure
+    from edgeprune.devices.measure import measure
 
     path = Path(m.artifact)
     if m.kind == "pruned":
@@ -511,8 +511,8 @@ def _exported(model: Any, directory: Path, emit: Progress) -> Iterator[Path]:
     """A pruned model exported to a temporary ONNX file, for measuring."""
     import torch
 
-    from edgeprune.export import export_onnx
-    from edgeprune.saving import read_manifest
+    from edgeprune.artifacts.onnx_export import export_onnx
+    from edgeprune.models.pruned_dir import read_manifest
 
     shape = read_manifest(directory).input_shape
     if not shape:

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgeprune.errors import UsageError
-from edgeprune.search import (
+from edgeprune.fit.search.base import (
     SearchContext,
     Widths,
     best_meeting,
@@ -319,19 +319,19 @@ class AutoStrategy:
     name = "auto"
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
-        from edgeprune.search import get_strategy
+        from edgeprune.fit.search.base import get_strategy
 
         inner = "knapsack" if ctx.latency_budget_ms is not None else "uniform"
         return {"inner": inner, "state": get_strategy(inner).start(ctx)}
 
     def step(self, ctx: SearchContext, state: dict[str, Any],
              step: int) -> tuple[dict[str, Any], bool]:
-        from edgeprune.search import get_strategy
+        from edgeprune.fit.search.base import get_strategy
 
         inner, done = get_strategy(state["inner"]).step(ctx, state["state"], step)
         return {"inner": state["inner"], "state": inner}, done
 
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
-        from edgeprune.search import get_strategy
+        from edgeprune.fit.search.base import get_strategy
 
         return get_strategy(state["inner"]).chosen(ctx, state["state"])

@@ -27,6 +27,7 @@ from typing import Any, NoReturn, TypeVar
 
 import paramiko
 
+from edgeprune.devices.targets import SSHSettings
 from edgeprune.errors import (
     AuthenticationError,
     DeviceDiskFullError,
@@ -36,7 +37,6 @@ from edgeprune.errors import (
     NotFoundError,
     TargetError,
 )
-from edgeprune.targets import SSHSettings
 
 __all__ = ["CommandResult", "Connection", "fingerprint", "quote_command"]
 

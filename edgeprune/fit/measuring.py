@@ -51,7 +51,7 @@ class Bench:
 
     def __init__(self, settings: Any, target: Any, profile: Any, run_path: Path,
                  threads: int | None, emit: Emit) -> None:
-        from edgeprune.measure import MeasureSettings
+        from edgeprune.devices.measure import MeasureSettings
 
         self.target = target
         self.profile = profile
@@ -87,7 +87,7 @@ class Bench:
     def run(self, path: Path, *, cid: str, role: str, batch: int) -> Any:
         """Measure ``path`` once; infeasible-on-device errors are logged, then re-raised."""
         from edgeprune._signals import raise_if_interrupted
-        from edgeprune.measure import measure as real_measure
+        from edgeprune.devices.measure import measure as real_measure
 
         raise_if_interrupted()
 

@@ -110,7 +110,7 @@ def _new_widths(ctx: Any, state: dict[str, Any],
                 level: float) -> tuple[dict[str, int], float] | None:
     """Widths allocated for ``level`` that no measured candidate has; with coarse channel
     multiples a few neighbouring levels are tried (their prediction stays within 15 %)."""
-    from edgeprune.search_knapsack import allocate
+    from edgeprune.fit.search.knapsack import allocate
 
     measured = [r["widths"] for r in state["candidates"] if r.get("measured")]
     model = _roofline(ctx, state)
@@ -131,8 +131,8 @@ def _nearest_measured(ctx: Any, state: dict[str, Any], level: float) -> str | No
 
 def _roofline(ctx: Any, state: dict[str, Any]) -> Any:
     """The knapsack's latency model fitted (once) to every feasible measured candidate."""
-    from edgeprune.search import measurement_weight
-    from edgeprune.search_knapsack import Cost, RooflineModel
+    from edgeprune.fit.search.base import measurement_weight
+    from edgeprune.fit.search.knapsack import Cost, RooflineModel
 
     cost = Cost(ctx.groups, ctx.layer_costs(), int(getattr(ctx, "measure_batch", 1) or 1))
     points = []

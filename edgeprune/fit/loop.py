@@ -17,8 +17,8 @@ from typing import Any
 
 from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import BudgetNotMetError
-from edgeprune.fit._rundir import RunDir
-from edgeprune.fit._settings import FitSettings, ResolvedBudgets, resolve_budgets
+from edgeprune.fit.rundir import RunDir
+from edgeprune.fit.settings import FitSettings, ResolvedBudgets, resolve_budgets
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -58,7 +58,7 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
     Raises :class:`FitBudgetNotMetError` (exit 3) when the budget cannot be met, after writing
     the best candidate and the full report.
     """
-    from edgeprune.search import get_strategy
+    from edgeprune.fit.search.base import get_strategy
 
     started = time.monotonic()
     emit = progress or (lambda _e: None)
@@ -128,11 +128,11 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
             state["strategy_state"], dict) else None
         save("step", f"{inner or settings.strategy} step done")
     while state["phase"] == "tradeoff":
-        from edgeprune.fit import _tradeoff
+        from edgeprune.fit import tradeoff
 
-        save("tradeoff", _tradeoff.step(ctx, state))
+        save("tradeoff", tradeoff.step(ctx, state))
     if state["phase"] == "final":
-        from edgeprune.fit._final import finish
+        from edgeprune.fit.final import finish
 
         finish(ctx, state)
         state["phase"] = "done"
@@ -160,10 +160,10 @@ def _fresh_state() -> dict[str, Any]:
 
 
 def _context(settings: FitSettings, run: RunDir, state: dict[str, Any], emit: Progress) -> Any:
-    from edgeprune.fit._candidates import Candidates
-    from edgeprune.jobs import ModelSource, load_with_data
-    from edgeprune.profiles import load_profile
-    from edgeprune.targets import load_target
+    from edgeprune.devices.profiles import load_profile
+    from edgeprune.devices.targets import load_target
+    from edgeprune.fit.candidates import Candidates
+    from edgeprune.pipeline import ModelSource, load_with_data
 
     target = load_target(settings.target, extra_files=settings.targets_file,
                          profile=settings.profile, identity_file=settings.identity_file,
@@ -184,7 +184,7 @@ def _context(settings: FitSettings, run: RunDir, state: dict[str, Any], emit: Pr
 
 def _floor_step(ctx: Any, state: dict[str, Any], strategy: Any) -> None:
     """Measure the smallest allowed model: if even it misses the budget, stop here."""
-    from edgeprune.search import uniform_widths
+    from edgeprune.fit.search.base import uniform_widths
 
     baseline = ctx.candidate(ctx.baseline_id)
     if baseline["meets_budget"]:
@@ -207,7 +207,7 @@ def _chosen(ctx: Any, strategy: Any, state: dict[str, Any]) -> str | None:
     """The strategy's choice; if it has none, the most accurate candidate that met the device
     budgets anywhere in the run (e.g. the smallest allowed model: the final fine-tune may still
     bring its accuracy back)."""
-    from edgeprune.search import best_meeting
+    from edgeprune.fit.search.base import best_meeting
 
     chosen = strategy.chosen(ctx, state["strategy_state"])
     if chosen is None:
@@ -241,7 +241,7 @@ def _ms(value: float | None) -> str:
 
 
 def _finish_result(run: RunDir, state: dict[str, Any]) -> FitResult:
-    from edgeprune.report import render_run
+    from edgeprune.fit.report import render_run
 
     report = render_run(run.path)
     outcome = state.get("outcome", {})

@@ -46,6 +46,7 @@ from typing import Any
 from edgeprune import config
 from edgeprune._io import atomic_write_json
 from edgeprune._signals import raise_if_interrupted
+from edgeprune.devices.targets import Target
 from edgeprune.errors import (
     DeviceDiskFullError,
     DeviceOutOfMemoryError,
@@ -55,7 +56,6 @@ from edgeprune.errors import (
     TargetError,
     UsageError,
 )
-from edgeprune.targets import Target
 
 __all__ = ["ARTIFACT_SUFFIXES", "MeasureResult", "MeasureSettings", "artifact_files",
            "cache_dir", "check_input_shapes", "measure", "parse_input_shape", "probe",
@@ -210,11 +210,11 @@ def _export_on_the_fly(spec: str, weights: str | None, input_shape: Sequence[int
                        progress: Progress | None) -> Path:
     import hashlib
 
-    from edgeprune import models, saving
-    from edgeprune.export import export_onnx
+    from edgeprune.artifacts.onnx_export import export_onnx
+    from edgeprune.models import build, pruned_dir
 
     try:
-        models.parse_model_spec(spec)
+        build.parse_model_spec(spec)
     except UsageError:
         raise
     except Exception:
@@ -222,13 +222,13 @@ def _export_on_the_fly(spec: str, weights: str | None, input_shape: Sequence[int
                          hint="pass an exported artifact, a pruned model directory or a spec "
                          "such as builtin:mnist-cnn") from None
     digest = hashlib.sha256(spec.encode())
-    if saving.is_pruned_dir(spec):
-        digest.update(saving.read_manifest(spec).weights_sha256.encode())
+    if pruned_dir.is_pruned_dir(spec):
+        digest.update(pruned_dir.read_manifest(spec).weights_sha256.encode())
     if weights:
         digest.update(Path(weights).read_bytes())
-    model = models.load_model(spec, weights=weights)
-    shape = tuple(input_shape or models.default_input_shape(model)
-                  or models.default_input_shape(spec) or ())
+    model = build.load_model(spec, weights=weights)
+    shape = tuple(input_shape or build.default_input_shape(model)
+                  or build.default_input_shape(spec) or ())
     if not shape:
         raise UsageError(f"cannot tell the input shape of {spec!r}",
                          hint="pass --input-shape N,C,H,W")
@@ -535,7 +535,7 @@ def _with_profile_defaults(
     settings: MeasureSettings, target: Target, profile: Any
 ) -> MeasureSettings:
     if profile is None and target.profile:
-        from edgeprune.profiles import load_profile
+        from edgeprune.devices.profiles import load_profile
 
         try:
             profile = load_profile(target.profile)
@@ -794,7 +794,7 @@ class _RemoteDevice:
 
     def __init__(self, target: Target, emit: Progress, *,
                  attempt_timeout_s: float | None = None) -> None:
-        from edgeprune.transport import Connection
+        from edgeprune.devices.transport.connection import Connection
 
         assert target.ssh is not None
         # how long one runner call may go without a heartbeat on the lock (others read it)

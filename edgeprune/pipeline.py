@@ -38,18 +38,18 @@ def load_source(source: ModelSource,
                 shape_from: Callable[[], Sequence[int]] | None = None) -> Loaded:
     """Load the model; its input shape comes from the spec's flag, else the model, else
     ``shape_from()`` (e.g. the data's own image shape), else it is an error naming the flag."""
-    from edgeprune import models, saving
+    from edgeprune.models import build, pruned_dir
 
-    if source.weights and saving.is_pruned_dir(source.spec):
+    if source.weights and pruned_dir.is_pruned_dir(source.spec):
         raise UsageError("--weights cannot be combined with a pruned model directory",
                          hint="the directory holds its own weights; drop --weights")
-    model = models.load_model(source.spec, weights=source.weights)
+    model = build.load_model(source.spec, weights=source.weights)
     base_spec, history = source.spec, []
-    if saving.is_pruned_dir(source.spec):
-        manifest = saving.read_manifest(source.spec)
+    if pruned_dir.is_pruned_dir(source.spec):
+        manifest = pruned_dir.read_manifest(source.spec)
         base_spec, history = manifest.spec, list(manifest.history)
-    shape = (source.input_shape or models.default_input_shape(model)
-             or models.default_input_shape(source.spec))
+    shape = (source.input_shape or build.default_input_shape(model)
+             or build.default_input_shape(source.spec))
     if shape is None and shape_from is not None:
         shape = tuple(shape_from())
     if shape is None:
@@ -114,7 +114,7 @@ def _example(bundle: Any, shape: Sequence[int]) -> Any:
 def _accuracy(model: Any, bundle: Any, progress: Progress | None) -> dict[str, Any] | None:
     if bundle is None:
         return None
-    from edgeprune.evaluate import evaluate
+    from edgeprune.training.evaluate import evaluate
 
     return evaluate(model, bundle.val, progress=progress).to_dict()
 
@@ -122,9 +122,9 @@ def _accuracy(model: Any, bundle: Any, progress: Progress | None) -> dict[str, A
 def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | None = None,
               calibration_batches: int = 8, batch_size: int = 64, evaluate: bool = True,
               force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Prune ``source`` with a :class:`edgeprune.prune.PruneConfig` and save it to ``out``."""
-    from edgeprune import saving
-    from edgeprune.prune import prune
+    """Prune ``source`` with a :class:`~edgeprune.pruning.prune.PruneConfig`; save it to ``out``."""
+    from edgeprune.models import pruned_dir
+    from edgeprune.pruning.prune import prune
 
     check_writable(out, force=force, kind="dir",
                    inputs=(source.spec, source.weights, *data_inputs(data)))
@@ -149,7 +149,7 @@ def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | 
     facts.pop("widths_before", None)
     record = {"job": "prune", "source": source.spec, "data": data, **facts,
               "accuracy_before": before, "accuracy_after": after}
-    path = saving.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
+    path = pruned_dir.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
                        history=loaded.history + list(result.history), extra={"prune": record},
                        force=force)
     return {"out": str(path), **record}
@@ -166,9 +166,9 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
     """
     import shutil
 
-    from edgeprune import saving
-    from edgeprune.schedules import run_schedule
-    from edgeprune.train import get_recipe
+    from edgeprune.models import pruned_dir
+    from edgeprune.pruning.schedules import run_schedule
+    from edgeprune.training.finetune import get_recipe
 
     check_writable(out, force=force, kind="dir",
                    inputs=(source.spec, source.weights, *data_inputs(data)))
@@ -185,7 +185,7 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
                           progress=progress, checkpoint_dir=ckpt)
     record = {"job": "prune", "source": source.spec, "data": data, "recipe": chosen.name,
               "config": config.to_dict(), **result.to_dict()}
-    path = saving.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
+    path = pruned_dir.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
                        history=loaded.history + list(result.history), extra={"prune": record},
                        force=force)
     shutil.rmtree(ckpt, ignore_errors=True)
@@ -206,8 +206,8 @@ def materialize_job(source: ModelSource, out: str | Path, *, data: str | None = 
                     batch_size: int = 64, evaluate: bool = True, force: bool = False,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Turn zeroed / masked filters of ``source`` into a physically smaller saved model."""
-    from edgeprune import saving
-    from edgeprune.materialize import apply_torch_prune_masks, materialize
+    from edgeprune.models import pruned_dir
+    from edgeprune.pruning.materialize import apply_torch_prune_masks, materialize
 
     check_writable(out, force=force, kind="dir",
                    inputs=(source.spec, source.weights, *data_inputs(data)))
@@ -228,7 +228,7 @@ def materialize_job(source: ModelSource, out: str | Path, *, data: str | None = 
               "parity_inputs": "real data (val split)" if bundle is not None else
               "random example inputs (pass --data for real inputs)",
               **result.to_dict(), "accuracy_before": before, "accuracy_after": after}
-    path = saving.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
+    path = pruned_dir.save(result.model, out, spec=loaded.base_spec, input_shape=loaded.input_shape,
                        history=loaded.history + list(result.history),
                        extra={"materialize": record}, force=force)
     return {"out": str(path), **record}

@@ -50,9 +50,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from edgeprune import engine
 from edgeprune.errors import CheckpointError, ParityError, UsageError
-from edgeprune.stats import count_macs, count_params
+from edgeprune.models.cost import count_macs, count_params
+from edgeprune.pruning import engine
 
 __all__ = [
     "CONSTANT_POLICIES",
