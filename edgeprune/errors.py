@@ -9,6 +9,8 @@ This module imports nothing heavy: the CLI imports it on every run.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -70,6 +72,10 @@ class NotFoundError(EdgepruneError, FileNotFoundError):
     """A file, profile or target that does not exist."""
 
 
+class ForbiddenPickleError(DataSpecError):
+    """A data pickle that asks for a class or function outside the allowed set; never run."""
+
+
 class OutputExistsError(EdgepruneError, FileExistsError):
     """An output that exists already and would be overwritten without ``--force``."""
 
@@ -85,8 +91,20 @@ class ParityError(EdgepruneError, RuntimeError):
     """A transform (materialize, export) changed outputs beyond its tolerance."""
 
 
+class MissingDataError(UsageError):
+    """A data-driven criterion was asked to score without the data it needs."""
+
+
+class EvaluationError(EdgepruneError, ValueError):
+    """The model and the data do not fit together (shapes, number of classes)."""
+
+
 class ExportError(EdgepruneError, RuntimeError):
     """An export that failed or whose artifact does not load."""
+
+
+class ArtifactError(EdgepruneError, ValueError):
+    """An artifact that cannot be read: corrupt, truncated, or of a kind edgeprune does not know."""
 
 
 # --- devices and measurement -------------------------------------------------------------------
@@ -131,6 +149,15 @@ class BudgetNotMetError(EdgepruneError):
     """``fit`` could not meet the budget; the best candidate and report are still written."""
 
     exit_code = EXIT_BUDGET_NOT_MET
+
+
+class FitBudgetNotMetError(BudgetNotMetError):
+    """The budget cannot be met; ``result`` holds the run's outcome (a ``FitResult``; the report
+    is already written)."""
+
+    def __init__(self, message: str, *, result: Any, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
 
 
 class GateFailedError(EdgepruneError):

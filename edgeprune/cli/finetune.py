@@ -87,8 +87,7 @@ def _recipe(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune._io import check_writable
-    from edgeprune.data import example_input, load_data
-    from edgeprune.data._spec import input_paths
+    from edgeprune.data import example_input, input_paths, load_data
     from edgeprune.models import build, pruned_dir
     from edgeprune.pipeline import ModelSource, load_source
     from edgeprune.pruning.schedules import pruned_layers_from_history

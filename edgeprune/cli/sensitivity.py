@@ -56,8 +56,7 @@ def _ratios(text: str) -> tuple[float, ...]:
 def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune._io import check_writable
     from edgeprune.cli.finetune import _Bar
-    from edgeprune.data import calibration_batches, example_input, load_data
-    from edgeprune.data._spec import input_paths
+    from edgeprune.data import calibration_batches, example_input, input_paths, load_data
     from edgeprune.pipeline import ModelSource, load_source
     from edgeprune.pruning.sensitivity import analyze, write_outputs
 

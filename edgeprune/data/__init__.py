@@ -16,11 +16,12 @@ from edgeprune.data._bundle import DataBundle as DataBundle
 from edgeprune.data._bundle import calibration_batches as calibration_batches
 from edgeprune.data._bundle import example_input as example_input
 from edgeprune.data._bundle import load_data as load_data
-from edgeprune.data._safe_pickle import ForbiddenPickleError as ForbiddenPickleError
 from edgeprune.data._spec import BUILTIN_NAMES as BUILTIN_NAMES
 from edgeprune.data._spec import DataSpec as DataSpec
+from edgeprune.data._spec import input_paths as input_paths
 from edgeprune.data._spec import parse_data_spec as parse_data_spec
 from edgeprune.errors import DataSpecError as DataSpecError
+from edgeprune.errors import ForbiddenPickleError as ForbiddenPickleError
 
 __all__ = [
     "BUILTINS",
@@ -33,6 +34,7 @@ __all__ = [
     "ForbiddenPickleError",
     "calibration_batches",
     "example_input",
+    "input_paths",
     "load_data",
     "parse_data_spec",
 ]

@@ -18,11 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from edgeprune.errors import DataSpecError
-
-
-class ForbiddenPickleError(DataSpecError):
-    """A data pickle that asks for a class or function outside the allowed set; never run."""
+from edgeprune.errors import DataSpecError, ForbiddenPickleError
 
 
 def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:

@@ -10,7 +10,7 @@ Strategies live in :mod:`edgeprune.search`, the report in :mod:`edgeprune.report
 
 from __future__ import annotations
 
-from edgeprune.fit.loop import FitBudgetNotMetError as FitBudgetNotMetError
+from edgeprune.errors import FitBudgetNotMetError as FitBudgetNotMetError
 from edgeprune.fit.loop import FitResult as FitResult
 from edgeprune.fit.loop import fit as fit
 from edgeprune.fit.loop import resume as resume

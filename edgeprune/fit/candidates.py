@@ -299,15 +299,15 @@ class Candidates:
     # --- device -------------------------------------------------------------------------------
     def baseline_artifact(self, batch: int | None = None) -> Path:
         """The unpruned model's ONNX at ``batch`` (default: the measured batch), made once."""
-        from edgeprune.artifacts.onnx_export import export_onnx
+        from edgeprune.pipeline.measuring import export_for_measuring
 
         batch = batch or self.measure_batch
         path = self.run.path / "scratch" / f"unpruned-b{batch}.onnx"
         if not path.is_file():
             example = self.measure_input if batch == self.measure_batch else \
                 self.measure_input[:batch]
-            export_onnx(self.base_model, example, path, exporter=self.settings.exporter,
-                        force=True)
+            export_for_measuring(self.base_model, example, path,
+                                 exporter=self.settings.exporter)
         return path
 
     def measure(self, cid: str) -> Record:
@@ -320,8 +320,8 @@ class Candidates:
         unmeasured (and so does not meet the budget).
         """
         raise_if_interrupted()
-        from edgeprune.artifacts.onnx_export import export_onnx
-        from edgeprune.models.cost import size_on_disk
+        from edgeprune.artifacts.files import size_on_disk
+        from edgeprune.pipeline.measuring import export_for_measuring
 
         record = self.candidate(cid)
         if record.get("measured"):
@@ -338,8 +338,8 @@ class Candidates:
         if first:
             path = self.baseline_artifact()
         else:
-            export_onnx(self.model(cid), self.measure_input, path,
-                        exporter=self.settings.exporter, force=True)
+            export_for_measuring(self.model(cid), self.measure_input, path,
+                                 exporter=self.settings.exporter)
         record["size_bytes"] = size_on_disk(path)
         self.emit({"stage": "measure", "id": cid, "message": f"measuring {cid} on "
                    f"{self.target.where}" + (" beside the unpruned model" if paired else "")})

@@ -99,20 +99,20 @@ def _finish_chosen(ctx: Any, state: dict[str, Any],
 def _write(ctx: Any, state: dict[str, Any], cid: str, model: Any, accuracy: float,
            finetuned: bool) -> dict[str, Any]:
     """model/, model.onnx (batch 1) and model-b<N>.onnx (the measured batch, N > 1)."""
-    from edgeprune.artifacts.onnx_export import export_onnx
+    from edgeprune.artifacts.files import size_on_disk
     from edgeprune.models import pruned_dir
-    from edgeprune.models.cost import size_on_disk
+    from edgeprune.pipeline.measuring import export_for_measuring
 
     run, settings = ctx.run, ctx.settings
     pruned_dir.save(model, run.path / "model", spec=ctx.spec, input_shape=ctx.input_shape,
                 history=ctx.history(cid),
                 force=True, extra={"fit": {"candidate": cid, "accuracy": accuracy}})
     deployable = run.path / "model.onnx"
-    export_onnx(model, ctx.measure_input[:1], deployable, exporter=settings.exporter, force=True)
+    export_for_measuring(model, ctx.measure_input[:1], deployable, exporter=settings.exporter)
     measured = deployable
     if ctx.measure_batch > 1:
         measured = run.path / f"model-b{ctx.measure_batch}.onnx"
-        export_onnx(model, ctx.measure_input, measured, exporter=settings.exporter, force=True)
+        export_for_measuring(model, ctx.measure_input, measured, exporter=settings.exporter)
     extra: dict[str, Any] = {}
     if settings.tflite:
         from edgeprune.artifacts.onnx_export import export_tflite

@@ -16,19 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune._signals import raise_if_interrupted
-from edgeprune.errors import BudgetNotMetError
+from edgeprune.errors import FitBudgetNotMetError
 from edgeprune.fit.rundir import RunDir
 from edgeprune.fit.settings import FitSettings, ResolvedBudgets, resolve_budgets
 
 Progress = Callable[[dict[str, Any]], None]
 
-
-class FitBudgetNotMetError(BudgetNotMetError):
-    """The budget cannot be met; ``result`` holds the run's outcome (report already written)."""
-
-    def __init__(self, message: str, *, result: FitResult, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.result = result
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
     if settings.tflite:
         _require_tflite_converter()
     from edgeprune._io import refuse_overlap
-    from edgeprune.data._spec import input_paths
+    from edgeprune.data import input_paths
 
     refuse_overlap(out, (settings.model, settings.weights, *input_paths(settings.data)),
                    what="run directory")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from edgeprune._registry import Registry
-from edgeprune.errors import ConfigError, UsageError
+from edgeprune.errors import ConfigError, MissingDataError, UsageError
 
 if TYPE_CHECKING:
     from edgeprune.pruning.engine import ChannelGroup, Member
@@ -50,9 +50,6 @@ _BN = nn.modules.batchnorm._BatchNorm
 
 Batch = torch.Tensor | Sequence[torch.Tensor]
 
-
-class MissingDataError(UsageError):
-    """A data-driven criterion was asked to score without the data it needs."""
 
 
 @dataclass

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from edgeprune import config
 from edgeprune.config import FieldProblem
-from edgeprune.errors import ConfigError, EdgepruneError, NotFoundError, UsageError
+from edgeprune.errors import ArtifactError, ConfigError, NotFoundError, UsageError
 
 __all__ = ["GATE_FILE", "ArtifactError", "ArtifactMetrics", "Check", "GateBudgets", "GateFile",
            "GateResult", "Tolerance", "gate", "load_baseline", "load_gate_file", "onnx_macs"]
@@ -52,9 +52,6 @@ RESULT_FORMAT = "edgeprune.gate-result"
 RESULT_VERSION = 1
 NO_TARGET = "skipped (no --target)"
 
-
-class ArtifactError(EdgepruneError, ValueError):
-    """An artifact gate cannot read: corrupt, truncated, or of a kind it does not know."""
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -511,8 +508,8 @@ def _exported(model: Any, directory: Path, emit: Progress) -> Iterator[Path]:
     """A pruned model exported to a temporary ONNX file, for measuring."""
     import torch
 
-    from edgeprune.artifacts.onnx_export import export_onnx
     from edgeprune.models.pruned_dir import read_manifest
+    from edgeprune.pipeline.measuring import export_for_measuring
 
     shape = read_manifest(directory).input_shape
     if not shape:
@@ -522,7 +519,7 @@ def _exported(model: Any, directory: Path, emit: Progress) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="edgeprune-gate-") as tmp:
         emit({"stage": "export", "message": f"exporting {directory.name} to ONNX for measuring"})
         out = Path(tmp) / f"{directory.name}.onnx"
-        export_onnx(model, torch.zeros(*shape), out, progress=emit)
+        export_for_measuring(model, torch.zeros(*shape), out, progress=emit)
         yield out
 
 

@@ -19,15 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgeprune._signals import raise_if_interrupted
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EvaluationError
 
 Progress = Callable[[dict[str, Any]], None]
 
 PROGRESS_INTERVAL_S = 1.0
 
-
-class EvaluationError(EdgepruneError, ValueError):
-    """The model and the data do not fit together (shapes, number of classes)."""
 
 
 @dataclass(frozen=True)

@@ -6,117 +6,21 @@ before/after when data is given, saves a pruned-model directory and returns its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeprune._io import check_writable
 from edgeprune.errors import UsageError
-
-Progress = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model spec (or pruned dir) plus weights, resolved once."""
-
-    spec: str
-    weights: str | None = None
-    input_shape: tuple[int, ...] | None = None
-
-
-@dataclass
-class Loaded:
-    model: Any
-    base_spec: str  # the unpruned architecture's spec (a pruned dir's manifest spec)
-    input_shape: tuple[int, ...]
-    history: list[Any] = field(default_factory=list)
-
-
-def load_source(source: ModelSource,
-                shape_from: Callable[[], Sequence[int]] | None = None) -> Loaded:
-    """Load the model; its input shape comes from the spec's flag, else the model, else
-    ``shape_from()`` (e.g. the data's own image shape), else it is an error naming the flag."""
-    from edgeprune.models import build, pruned_dir
-
-    if source.weights and pruned_dir.is_pruned_dir(source.spec):
-        raise UsageError("--weights cannot be combined with a pruned model directory",
-                         hint="the directory holds its own weights; drop --weights")
-    model = build.load_model(source.spec, weights=source.weights)
-    base_spec, history = source.spec, []
-    if pruned_dir.is_pruned_dir(source.spec):
-        manifest = pruned_dir.read_manifest(source.spec)
-        base_spec, history = manifest.spec, list(manifest.history)
-    shape = (source.input_shape or build.default_input_shape(model)
-             or build.default_input_shape(source.spec))
-    if shape is None and shape_from is not None:
-        shape = tuple(shape_from())
-    if shape is None:
-        raise UsageError(f"cannot tell the input shape of {source.spec!r}",
-                         hint="pass --input-shape [N,]C,H,W (e.g. 3,224,224)")
-    return Loaded(model, base_spec, with_batch(shape), history)
-
-
-def with_batch(shape: Sequence[int]) -> tuple[int, ...]:
-    """An input shape with its batch: ``C,H,W`` (one image) becomes ``1,C,H,W``."""
-    shape = tuple(int(d) for d in shape)
-    return (1, *shape) if len(shape) == 3 else shape
-
-
-def data_inputs(data: str | None) -> tuple[str, ...]:
-    """The paths a data spec reads (kept from being overwritten by an output); lazy: the data
-    package imports torch."""
-    from edgeprune.data._spec import input_paths
-
-    return input_paths(data)
-
-
-def load_with_data(source: ModelSource, data: str | None, batch_size: int, seed: int,
-                    progress: Progress | None) -> tuple[Loaded, Any]:
-    """The model and its data (None without ``data``); when neither --input-shape nor the model
-    tells the input shape, the data's own image shape does (batch 1), as ``edgeprune evaluate``
-    does, and that data is used as it was loaded."""
-    from edgeprune.data import load_data
-
-    native: list[Any] = []
-
-    def from_data() -> tuple[int, ...]:
-        native.append(load_data(data, batch_size=batch_size, seed=seed, progress=progress))
-        return (1, *native[0].input_shape)
-
-    loaded = load_source(source, from_data if data is not None else None)
-    if native:
-        return loaded, native[0]
-    return loaded, _data(data, loaded.input_shape, batch_size, seed, progress)
-
-
-def _data(data_spec: str | None, shape: Sequence[int], batch_size: int, seed: int,
-          progress: Progress | None) -> Any:
-    if data_spec is None:
-        return None
-    from edgeprune.data import load_data
-
-    return load_data(data_spec, input_shape=tuple(shape[1:]), batch_size=batch_size, seed=seed,
-                     progress=progress)
-
-
-def _example(bundle: Any, shape: Sequence[int]) -> Any:
-    import torch
-
-    if bundle is not None:
-        from edgeprune.data import example_input
-
-        return example_input(bundle, batch_size=shape[0])
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-
-
-def _accuracy(model: Any, bundle: Any, progress: Progress | None) -> dict[str, Any] | None:
-    if bundle is None:
-        return None
-    from edgeprune.training.evaluate import evaluate
-
-    return evaluate(model, bundle.val, progress=progress).to_dict()
+from edgeprune.pipeline.sources import (
+    ModelSource,
+    Progress,
+    accuracy,
+    data_inputs,
+    example_batch,
+    load_bundle,
+    load_source,
+    load_with_data,
+)
 
 
 def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | None = None,
@@ -140,11 +44,11 @@ def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | 
         calib = calib_batches(bundle, calibration_batches, batch_size, split="train",
                               seed=config.seed)
         labeled = _labeled(bundle, calibration_batches)
-    example = _example(bundle, loaded.input_shape)
-    before = _accuracy(loaded.model, bundle, progress) if evaluate else None
+    example = example_batch(bundle, loaded.input_shape)
+    before = accuracy(loaded.model, bundle, progress) if evaluate else None
     result = prune(loaded.model, example, config, calibration=calib, labeled=labeled,
                    progress=progress)
-    after = _accuracy(result.model, bundle, progress) if evaluate else None
+    after = accuracy(result.model, bundle, progress) if evaluate else None
     facts = result.to_dict()
     facts.pop("widths_before", None)
     record = {"job": "prune", "source": source.spec, "data": data, **facts,
@@ -181,7 +85,7 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
     chosen = get_recipe(recipe, **overrides)
     ckpt = Path(f"{out}.ckpt")
     result = run_schedule(loaded.model, bundle, schedule, config, chosen, epochs=epochs,
-                          example_inputs=_example(bundle, loaded.input_shape),
+                          example_inputs=example_batch(bundle, loaded.input_shape),
                           progress=progress, checkpoint_dir=ckpt)
     record = {"job": "prune", "source": source.spec, "data": data, "recipe": chosen.name,
               "config": config.to_dict(), **result.to_dict()}
@@ -213,17 +117,17 @@ def materialize_job(source: ModelSource, out: str | Path, *, data: str | None = 
                    inputs=(source.spec, source.weights, *data_inputs(data)))
     loaded = load_source(source)
     apply_torch_prune_masks(loaded.model)
-    bundle = _data(data, loaded.input_shape, batch_size, 0, progress)
-    example = _example(bundle, loaded.input_shape)
+    bundle = load_bundle(data, loaded.input_shape, batch_size, 0, progress)
+    example = example_batch(bundle, loaded.input_shape)
     calibration = None
     if bundle is not None:
         from edgeprune.data import calibration_batches as calib_batches
 
         calibration = calib_batches(bundle, 4, batch_size, split="val")
-    before = _accuracy(loaded.model, bundle, progress) if evaluate else None
+    before = accuracy(loaded.model, bundle, progress) if evaluate else None
     result = materialize(loaded.model, example, constant_channels=constant_channels,
                          tolerance=tolerance, calibration=calibration)
-    after = _accuracy(result.model, bundle, progress) if evaluate else None
+    after = accuracy(result.model, bundle, progress) if evaluate else None
     record = {"job": "materialize", "source": source.spec, "data": data,
               "parity_inputs": "real data (val split)" if bundle is not None else
               "random example inputs (pass --data for real inputs)",
