@@ -38,7 +38,7 @@ else
   log "installing torch (pinned CPU build) and edgeprune"
   "${pip[@]}" install -c "$here/constraints.txt" torch
   # torchvision's registry build expects CUDA ops: install it without dependencies so it cannot
-  # replace torch; edgeprune defines the missing operator schemas itself (edgeprune/_tv_compat.py).
+  # replace torch; edgeprune defines the missing operator schemas itself (edgeprune/models/torchvision_compat.py).
   "${pip[@]}" install --no-deps -c "$here/constraints.txt" torchvision
   extras="plots"
   [ "$want_test" = 1 ] && extras="plots,test"
