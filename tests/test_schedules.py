@@ -31,7 +31,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def trained():
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     return load_model("builtin:mnist-cnn")
 

@@ -23,7 +23,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def trained():
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     return load_model("builtin:mnist-cnn")
 
@@ -170,7 +170,7 @@ def test_cli_finetune_keeps_spec_and_history(tmp_path, pruned):
 
 
 def test_a_teacher_that_does_not_fit_is_refused_before_training(pruned, bundle, tmp_path):
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     model = copy.deepcopy(pruned.model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -197,7 +197,7 @@ def test_a_teacher_that_does_not_fit_is_refused_before_training(pruned, bundle, 
 def test_distilling_from_itself_warns(trained, pruned, bundle):
     import warnings
 
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     student = load_model("builtin:mnist-cnn")  # the unpruned model, as its own teacher
     with pytest.warns(UserWarning, match="same architecture and weights as the student"):
