@@ -17,7 +17,7 @@ from edgeprune.pruning.schedules import (
     prune_epochs,
     run_schedule,
 )
-from edgeprune.training.finetune import get_recipe
+from edgeprune.training.recipes import get_recipe
 
 QUICK = get_recipe("full", max_batches_per_epoch=4, val_max_batches=2)
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from edgeprune.errors import CheckpointError, ConfigError, UsageError
-from edgeprune.training.finetune import Recipe, finetune, get_recipe, list_recipes, register_recipe
+from edgeprune.training.finetune import finetune
+from edgeprune.training.recipes import Recipe, get_recipe, list_recipes, register_recipe
 
 FAST = {"max_batches_per_epoch": 4, "val_max_batches": 2, "epochs": 1}
 
@@ -207,3 +208,24 @@ def test_distilling_from_itself_warns(trained, pruned, bundle):
         warnings.filterwarnings("error", message=".*same architecture and weights")
         finetune(copy.deepcopy(pruned.model), bundle.train, bundle.val,
                  get_recipe("distill", **FAST), teacher=trained)
+
+
+def test_training_never_imports_pruning():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeprune.training.finetune, edgeprune.training.recipes, "
+            "edgeprune.training.checkpoints, edgeprune.training.evaluate; "
+            "print(sorted(m for m in sys.modules if m.startswith('edgeprune.pruning')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_finetune_names():
+    import edgeprune
+    from edgeprune.training import finetune as loop
+    from edgeprune.training import recipes
+
+    assert edgeprune.finetune is loop.finetune
+    assert edgeprune.get_recipe is recipes.get_recipe
+    assert "full" in recipes.list_recipes()

@@ -70,7 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _recipe(args: argparse.Namespace) -> Any:
     from edgeprune.config import read_toml
-    from edgeprune.training.finetune import Recipe, get_recipe
+    from edgeprune.training.recipes import Recipe, get_recipe
 
     overrides = {key: value for key, value in (
         ("epochs", args.epochs), ("lr", args.lr), ("lr_schedule", args.lr_schedule),
