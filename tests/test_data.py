@@ -407,8 +407,9 @@ def test_fewer_classes_than_outputs_warns_and_drops_top5(grey_folder: Path) -> N
 def test_top5_is_never_below_top1_and_nan_never_reaches_a_result() -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
+    from edgeprune.errors import EvaluationError
     from edgeprune.models.load import load_model
-    from edgeprune.training.evaluate import EvaluationError, evaluate
+    from edgeprune.training.evaluate import evaluate
 
     x, y = all_batches(load_data("builtin:digits", normalization="none").val)
     zeros = x[y == 0]

@@ -16,7 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgeprune.data import load_data
-from edgeprune.training.evaluate import EvalResult, EvaluationError, evaluate
+from edgeprune.errors import EvaluationError
+from edgeprune.training.evaluate import EvalResult, evaluate
 
 # --- trained networks that ship in packages (test-local architectures) --------------------------
 

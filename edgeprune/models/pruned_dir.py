@@ -29,8 +29,17 @@ from edgeprune.errors import CheckpointError, ModelSpecError, NotFoundError, Out
 from edgeprune.models.build import build_model
 from edgeprune.models.spec import MANIFEST, absolute_spec, is_pruned_dir, parse_model_spec
 
-__all__ = ["FORMAT", "MANIFEST", "Manifest", "VERSION", "WEIGHTS", "is_pruned_dir", "load",
-           "read_manifest", "save"]
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "VERSION",
+    "WEIGHTS",
+    "Manifest",
+    "is_pruned_dir",
+    "load",
+    "read_manifest",
+    "save",
+]
 
 FORMAT = "edgeprune.pruned-model"
 VERSION = 1
