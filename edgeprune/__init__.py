@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "EdgepruneError": "edgeprune.errors",
-    "load_model": "edgeprune.models.build",
-    "parse_model_spec": "edgeprune.models.build",
-    "ModelSpec": "edgeprune.models.build",
+    "load_model": "edgeprune.models.load",
+    "parse_model_spec": "edgeprune.models.spec",
+    "ModelSpec": "edgeprune.models.spec",
     "save": "edgeprune.models.pruned_dir",
     "load": "edgeprune.models.pruned_dir",
     "load_data": "edgeprune.data",
@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "export_onnx": "edgeprune.artifacts.onnx_export",
     "export_tflite": "edgeprune.artifacts.onnx_export",
     "finetune": "edgeprune.training.finetune",
-    "get_recipe": "edgeprune.training.finetune",
+    "get_recipe": "edgeprune.training.recipes",
     "run_schedule": "edgeprune.pruning.schedules",
     "FitSettings": "edgeprune.fit",
     "measure": "edgeprune.devices.measure",

@@ -43,7 +43,8 @@ from edgeprune.models.torchvision_compat import import_torchvision
 from edgeprune.pruning.prune import PruneConfig, prune
 from edgeprune.pruning.schedules import pruned_layers
 from edgeprune.training.evaluate import evaluate
-from edgeprune.training.finetune import finetune, get_recipe
+from edgeprune.training.finetune import finetune
+from edgeprune.training.recipes import get_recipe
 
 LAYER = "layer2.0.conv1"
 

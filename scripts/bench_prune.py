@@ -105,7 +105,7 @@ def calibrate_bn(model: Any, images: Any) -> Any:
 def build(arch: str, images: Any, seed: int) -> Any:
     import torch
 
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     torch.manual_seed(seed)
     return calibrate_bn(load_model(f"torchvision:{arch}"), images)

@@ -132,10 +132,10 @@ def run_one(model_spec: str, schedule: str, ratio: float, seed: int,
     import torch
 
     from edgeprune.data import example_input, load_data
-    from edgeprune.models.build import default_input_shape, load_model
+    from edgeprune.models.load import default_input_shape, load_model
     from edgeprune.pruning.prune import PruneConfig
     from edgeprune.pruning.schedules import run_schedule
-    from edgeprune.training.finetune import get_recipe
+    from edgeprune.training.recipes import get_recipe
 
     torch.manual_seed(seed)
     torch.set_flush_denormal(True)

@@ -19,7 +19,8 @@ from torch import nn
 
 from edgeprune.artifacts.onnx_export import export_onnx
 from edgeprune.errors import PruningError
-from edgeprune.models.build import load_model, torchvision_architectures
+from edgeprune.models.build import torchvision_architectures
+from edgeprune.models.load import load_model
 from edgeprune.pruning.prune import PruneConfig, PruneResult, prune
 from tests.conftest import real_images
 

@@ -11,7 +11,7 @@ import pytest
 
 from edgeprune.cli.main import main
 from edgeprune.errors import EXIT_ERROR, EXIT_USAGE
-from edgeprune.models import build as models
+from edgeprune.models import load as models
 from edgeprune.models import pruned_dir as saving
 
 FACTORY = """

@@ -389,7 +389,7 @@ def test_blank_images_are_refused_instead_of_dividing_by_zero(tmp_path: Path) ->
 
 
 def test_fewer_classes_than_outputs_warns_and_drops_top5(grey_folder: Path) -> None:
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
     from edgeprune.training.evaluate import evaluate
 
     bundle = load_data(f"imagefolder:{grey_folder}", input_shape=(1, 28, 28))  # 3 real classes
@@ -407,8 +407,9 @@ def test_fewer_classes_than_outputs_warns_and_drops_top5(grey_folder: Path) -> N
 def test_top5_is_never_below_top1_and_nan_never_reaches_a_result() -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
-    from edgeprune.models.build import load_model
-    from edgeprune.training.evaluate import EvaluationError, evaluate
+    from edgeprune.errors import EvaluationError
+    from edgeprune.models.load import load_model
+    from edgeprune.training.evaluate import evaluate
 
     x, y = all_batches(load_data("builtin:digits", normalization="none").val)
     zeros = x[y == 0]

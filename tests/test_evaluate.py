@@ -16,7 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgeprune.data import load_data
-from edgeprune.training.evaluate import EvalResult, EvaluationError, evaluate
+from edgeprune.errors import EvaluationError
+from edgeprune.training.evaluate import EvalResult, evaluate
 
 # --- trained networks that ship in packages (test-local architectures) --------------------------
 
@@ -178,7 +179,7 @@ def test_cli_module_imports_nothing_heavy() -> None:
 
 
 def test_cli_evaluate_json_and_text(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("edgeprune.models.build")
+    pytest.importorskip("edgeprune.models.load")
     code, out, err = _cli(["evaluate", "--model", "builtin:mnist-cnn", "--data", "builtin:mnist5k",
                            "--format", "json"], capsys)
     assert code == 0, err
@@ -192,7 +193,7 @@ def test_cli_evaluate_json_and_text(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_data_error_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    pytest.importorskip("edgeprune.models.build")
+    pytest.importorskip("edgeprune.models.load")
     code, _, err = _cli(["evaluate", "--model", "builtin:mnist-cnn", "--data",
                            f"imagefolder:{tmp_path / 'none'}"], capsys)
     assert code == 1

@@ -149,7 +149,7 @@ def test_cli_without_the_extra_or_with_onnx_only_flags(
 def test_trained_mnist_cnn_matches_pytorch_on_real_digits(
     litert: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     model = load_model("builtin:mnist-cnn").eval()
     images, labels = mnist_digits(32)
@@ -191,7 +191,7 @@ def test_trained_mnist_cnn_matches_pytorch_on_real_digits(
 
 
 def test_channels_last_takes_nhwc_and_still_matches(litert: Any, tmp_path: Path) -> None:
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     model = load_model("builtin:mnist-cnn").eval()
     images, _ = mnist_digits(8)

@@ -17,7 +17,7 @@ from edgeprune.pruning.schedules import (
     prune_epochs,
     run_schedule,
 )
-from edgeprune.training.finetune import get_recipe
+from edgeprune.training.recipes import get_recipe
 
 QUICK = get_recipe("full", max_batches_per_epoch=4, val_max_batches=2)
 
@@ -31,7 +31,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def trained():
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     return load_model("builtin:mnist-cnn")
 

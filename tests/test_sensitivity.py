@@ -14,7 +14,7 @@ from edgeprune.pruning.sensitivity import analyze, choose_ratios, write_outputs
 @pytest.fixture(scope="module")
 def setup():
     from edgeprune.data import load_data
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     bundle = load_data("builtin:mnist5k", input_shape=(1, 28, 28), batch_size=200)
     model = load_model("builtin:mnist-cnn")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from edgeprune.errors import CheckpointError, ConfigError, UsageError
-from edgeprune.training.finetune import Recipe, finetune, get_recipe, list_recipes, register_recipe
+from edgeprune.training.finetune import finetune
+from edgeprune.training.recipes import Recipe, get_recipe, list_recipes, register_recipe
 
 FAST = {"max_batches_per_epoch": 4, "val_max_batches": 2, "epochs": 1}
 
@@ -23,7 +24,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def trained():
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     return load_model("builtin:mnist-cnn")
 
@@ -170,7 +171,7 @@ def test_cli_finetune_keeps_spec_and_history(tmp_path, pruned):
 
 
 def test_a_teacher_that_does_not_fit_is_refused_before_training(pruned, bundle, tmp_path):
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     model = copy.deepcopy(pruned.model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -197,7 +198,7 @@ def test_a_teacher_that_does_not_fit_is_refused_before_training(pruned, bundle, 
 def test_distilling_from_itself_warns(trained, pruned, bundle):
     import warnings
 
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     student = load_model("builtin:mnist-cnn")  # the unpruned model, as its own teacher
     with pytest.warns(UserWarning, match="same architecture and weights as the student"):
@@ -207,3 +208,24 @@ def test_distilling_from_itself_warns(trained, pruned, bundle):
         warnings.filterwarnings("error", message=".*same architecture and weights")
         finetune(copy.deepcopy(pruned.model), bundle.train, bundle.val,
                  get_recipe("distill", **FAST), teacher=trained)
+
+
+def test_training_never_imports_pruning():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeprune.training.finetune, edgeprune.training.recipes, "
+            "edgeprune.training.checkpoints, edgeprune.training.evaluate; "
+            "print(sorted(m for m in sys.modules if m.startswith('edgeprune.pruning')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_finetune_names():
+    import edgeprune
+    from edgeprune.training import finetune as loop
+    from edgeprune.training import recipes
+
+    assert edgeprune.finetune is loop.finetune
+    assert edgeprune.get_recipe is recipes.get_recipe
+    assert "full" in recipes.list_recipes()

@@ -2,7 +2,9 @@
 
 Commands hand it results as plain data (dicts of JSON types) plus an optional human renderer;
 in ``--format json`` mode it prints exactly one JSON document on stdout, and progress and
-messages go to stderr so stdout stays machine-readable.
+messages go to stderr so stdout stays machine-readable. :meth:`Output.progress` is the one
+renderer of the library's progress events for every command: rich progress bars on a terminal,
+plain one-line messages otherwise (library code only emits the events, it never prints).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -49,22 +52,24 @@ def split_formats(args: argparse.Namespace) -> None:
 
 
 class Output:
-    def __init__(self, format: str = "text") -> None:
+    """Where a command's results, messages and progress go (one per command run).
+
+    ``progress`` is the one renderer of the library's progress events (see :meth:`progress`);
+    ``live`` (default: whether stderr is a terminal) turns counted events into rich progress bars.
+    """
+
+    def __init__(self, format: str = "text", *, live: bool | None = None) -> None:
         self.format = format
         self.json = format == "json"
-        self._live = sys.stderr.isatty()  # on a terminal, progress rewrites one status line
-        self._status_shown = False
-
-    def _end_status(self) -> None:
-        if self._status_shown:
-            sys.stderr.write("\r\x1b[K")
-            self._status_shown = False
+        self._live = (sys.stderr.isatty() if live is None else live) and not self.json
+        self._bars: _Bars | None = None
+        self._lock = threading.Lock()  # progress may come from worker threads
 
     # results -------------------------------------------------------------------------------
     def result(self, data: dict[str, Any],
                render: Callable[[dict[str, Any]], str] | None = None) -> None:
         """Print a command's result: ``data`` as JSON, or ``render(data)`` as text."""
-        self._end_status()
+        self.close()
         if self.json:
             sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n")
         else:
@@ -73,31 +78,136 @@ class Output:
         sys.stdout.flush()
 
     def error(self, message: str, kind: str = "Error") -> None:
-        self._end_status()
+        self.close()
         if self.json:
             sys.stdout.write(json.dumps({"error": {"type": kind, "message": message}}) + "\n")
         sys.stderr.write(f"edgeprune: error: {message}\n")
 
+    def close(self) -> None:
+        """Take any progress bars off the terminal (results and errors do it themselves)."""
+        with self._lock:
+            if self._bars is not None:
+                self._bars.stop()
+                self._bars = None
+
     # messages and progress (stderr) ------------------------------------------------------------
     def info(self, message: str) -> None:
-        self._end_status()
-        sys.stderr.write(message + "\n")
+        self._line(message)
 
     def warn(self, message: str) -> None:
-        self._end_status()
-        sys.stderr.write(f"edgeprune: warning: {message}\n")
+        self._line(f"edgeprune: warning: {message}")
 
     def progress(self, event: dict[str, Any]) -> None:
-        """Default progress callback for library functions: ``{"stage": ..., "message": ...}``."""
-        msg = event.get("message")
-        if not msg:
+        """Render one progress event of a library function (pass ``out.progress`` as its
+        ``progress=`` callback).
+
+        Events are dicts: ``stage``, optionally ``event`` and ``message``, and counters with
+        their totals (``batch``/``n_batches``, ``done``/``total``, ``done_bytes``/
+        ``total_bytes``; ``epoch``/``epochs`` name the series). On a terminal a counted event
+        moves a rich progress bar (its message becomes the bar's note; when the count is
+        complete the bar goes and its message stays as a line); every other message is one
+        line on stderr, two spaces in. Off a terminal and in ``--format json`` mode there are
+        no bars: each message is a plain line on stderr (stdout stays the result alone).
+        """
+        message = event.get("message")
+        count = _count(event) if self._live else None
+        with self._lock:
+            if count is None:
+                if message:
+                    self._write(f"  {message}")
+                return
+            if self._bars is None:
+                self._bars = _Bars()
+            finished = self._bars.update(event, *count)
+            if finished and message:
+                self._bars.print(f"  {message}")
+            if self._bars.empty:
+                self._bars.stop()
+                self._bars = None
+
+    def progress_for(self, *stages: str) -> Callable[[dict[str, Any]], None]:
+        """A progress callback that renders only events of these stages (e.g. fit's own)."""
+
+        def render(event: dict[str, Any]) -> None:
+            if event.get("stage") in stages:
+                self.progress(event)
+
+        return render
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        if self._bars is not None:
+            self._bars.print(text)
             return
-        if self._live:
-            sys.stderr.write(f"\r\x1b[K  {str(msg)[:150]}")
-            self._status_shown = True
-        else:
-            sys.stderr.write(f"  {msg}\n")
+        sys.stderr.write(text + "\n")
         sys.stderr.flush()
+
+
+_COUNTERS = (("batch", "n_batches"), ("done", "total"), ("done_bytes", "total_bytes"))
+
+
+def _count(event: dict[str, Any]) -> tuple[int, int, bool] | None:
+    """``(done, total, in_bytes)`` of a counted event (None: it counts nothing with a total)."""
+    for done_key, total_key in _COUNTERS:
+        done, total = event.get(done_key), event.get(total_key)
+        if isinstance(done, int) and isinstance(total, int) and total > 0:
+            return done, total, done_key == "done_bytes"
+    return None
+
+
+class _Bars:
+    """The rich progress bars on stderr: one per running series (a stage, and its epoch)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+        self._progress = Progress(
+            TextColumn("  {task.description}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[count]}"), TextColumn("{task.fields[note]}"),
+            console=Console(stderr=True), transient=True)
+        self._tasks: dict[tuple[Any, ...], tuple[Any, int]] = {}  # series -> (task, done)
+        self._progress.start()
+
+    @property
+    def empty(self) -> bool:
+        return not self._tasks
+
+    def update(self, event: dict[str, Any], done: int, total: int, in_bytes: bool) -> bool:
+        """Move the bar of ``event``'s series; True when the series is complete (bar removed)."""
+        stage = str(event.get("stage") or "working")
+        epoch, epochs = event.get("epoch"), event.get("epochs")
+        key = (stage, epoch)
+        description = stage + (f" epoch {epoch}/{epochs}" if epoch is not None and epochs else "")
+        note = str(event.get("message") or "")
+        if not note and isinstance(event.get("loss"), float):
+            note = f"loss {event['loss']:.4f}"
+        count = "" if in_bytes else f"{done}/{total}"
+        task, before = self._tasks.get(key, (None, 0))
+        if task is not None and done < before:
+            self._drop(key)  # the count started again: a new series
+            task = None
+        if task is None:
+            task = self._progress.add_task(description, total=total, count=count, note="")
+        self._tasks[key] = (task, done)
+        self._progress.update(task, total=total, completed=done, count=count, note=note[:80])
+        if done >= total or event.get("event") == "done":
+            self._drop(key)
+            return True
+        return False
+
+    def print(self, text: str) -> None:
+        self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+    def _drop(self, key: tuple[Any, ...]) -> None:
+        self._progress.remove_task(self._tasks.pop(key)[0])
+        self._progress.refresh()  # a line printed next must not show the old bar
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgeprune.cli._common import MODEL_HELP, parse_shape, positive_int
+from edgeprune.cli._common import add_batch_size, add_data, add_model_args, add_threads
 from edgeprune.cli._output import Output
 
 
@@ -22,35 +22,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "file.py:factory, package.module:factory (docs/data.md). "
         "Exit codes: 0 ok, 1 model/weights/data error, 2 usage.",
     )
-    parser.add_argument("--model", required=True, metavar="SPEC", help=MODEL_HELP)
-    parser.add_argument("--weights", metavar="FILE",
-                        help="state dict (.pt/.pth read with weights_only, or .safetensors)")
-    parser.add_argument("--data", required=True, metavar="SPEC",
-                        help="data spec, e.g. builtin:mnist5k or imagefolder:PATH")
+    add_model_args(parser, input_shape_help="model input shape (default: what the model spec "
+                   "knows, else the data's own shape)")
+    add_data(parser, help="data spec, e.g. builtin:mnist5k or imagefolder:PATH")
     parser.add_argument("--split", choices=("val", "train"), default="val",
                         help="which split to evaluate on (default: val)")
-    parser.add_argument("--batch-size", type=positive_int, default=256, metavar="N",
-                        help="images per batch (default: 256)")
-    parser.add_argument("--input-shape", type=parse_shape, metavar="[N,]C,H,W",
-                        help="model input shape (default: what the model spec knows, else the "
-                        "data's own shape)")
+    add_batch_size(parser, default=256, help="images per batch (default: 256)")
     parser.add_argument("--normalization", default="auto",
                         choices=("auto", "dataset", "imagenet", "none"),
                         help="image normalisation (default: auto, per data set; docs/data.md)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the train/val split of data without one (default: 0)")
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="torch intra-op threads for the pass (default: torch's own)")
+    add_threads(parser, help="torch intra-op threads for the pass (default: torch's own)")
     return parser
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune.data import load_data
-    from edgeprune.models import build
+    from edgeprune.models.load import default_input_shape, load_model
     from edgeprune.training.evaluate import evaluate
 
-    model = build.load_model(args.model, weights=args.weights)
-    shape = args.input_shape or _model_shape(build, model, args.model)
+    model = load_model(args.model, weights=args.weights)
+    shape = args.input_shape or default_input_shape(model) or default_input_shape(args.model)
     bundle = load_data(args.data, input_shape=shape, batch_size=args.batch_size, seed=args.seed,
                        normalization=args.normalization, progress=out.progress)
     result = evaluate(model, bundle.loader(args.split), progress=out.progress,
@@ -65,13 +58,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
         "data_num_classes": bundle.num_classes,
     }, _render)
     return 0
-
-
-def _model_shape(models: Any, model: Any, spec: str) -> tuple[int, ...] | None:
-    known = getattr(models, "default_input_shape", None)
-    if known is None:
-        return None
-    return known(model) or known(spec)
 
 
 def _render(data: dict[str, Any]) -> str:

@@ -12,7 +12,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgeprune.cli._common import add_force, add_model_args, positive_int
+from edgeprune.cli._common import (
+    add_batch_size,
+    add_data,
+    add_force,
+    add_model_args,
+    add_threads,
+    positive_int,
+)
 from edgeprune.cli._output import Output, table
 from edgeprune.errors import OutputExistsError, UsageError
 
@@ -36,8 +43,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--recipe partial --epochs 10 --lr 1e-4 --out runs/finetuned. Exit codes: 0 ok, "
         "1 error, 2 usage, 130 interrupted (run again with --resume).")
     add_model_args(p)
-    p.add_argument("--data", required=True, metavar="SPEC",
-                   help="builtin:mnist5k|digits|animals, imagefolder:PATH, cifar10:PATH, ...")
+    add_data(p)
     p.add_argument("--recipe", default="full", metavar="NAME|FILE",
                    help="recipe name (full, partial, distill) or a TOML file (default full)")
     p.add_argument("--epochs", type=positive_int, metavar="N",
@@ -51,9 +57,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="train batches per epoch (default: all)")
     p.add_argument("--val-batches", type=positive_int, metavar="N",
                    help="val batches checked after each epoch (default: all)")
-    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
-    p.add_argument("--threads", type=positive_int, metavar="N",
-                   help="torch threads (default: the cores available)")
+    add_batch_size(p, default=64)
+    add_threads(p)
     p.add_argument("--seed", type=int, help="seed of weights order and shuffling (default 0)")
     p.add_argument("--layers", metavar="A,B",
                    help="layers the partial recipe unfreezes (default: those the pruning "
@@ -70,7 +75,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _recipe(args: argparse.Namespace) -> Any:
     from edgeprune.config import read_toml
-    from edgeprune.training.finetune import Recipe, get_recipe
+    from edgeprune.training.recipes import Recipe, get_recipe
 
     overrides = {key: value for key, value in (
         ("epochs", args.epochs), ("lr", args.lr), ("lr_schedule", args.lr_schedule),
@@ -88,7 +93,8 @@ def _recipe(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune._io import check_writable
     from edgeprune.data import example_input, input_paths, load_data
-    from edgeprune.models import build, pruned_dir
+    from edgeprune.models import pruned_dir
+    from edgeprune.models.load import load_model
     from edgeprune.pipeline import ModelSource, load_source
     from edgeprune.pruning.schedules import pruned_layers_from_history
     from edgeprune.training.evaluate import evaluate
@@ -124,12 +130,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 "builtin:"):
             raise UsageError("distillation needs the trained unpruned model as teacher",
                              hint="pass --teacher SPEC and --teacher-weights FILE")
-        teacher = build.load_model(spec, weights=args.teacher_weights)
+        teacher = load_model(spec, weights=args.teacher_weights)
     before = evaluate(loaded.model, bundle.val)
-    with _Bar(enabled=not out.json) as bar:
-        result = finetune(loaded.model, bundle.train, bundle.val, recipe, teacher=teacher,
-                          pruned_layers=layers or None, checkpoint_dir=ckpt,
-                          resume=args.resume, progress=bar)
+    result = finetune(loaded.model, bundle.train, bundle.val, recipe, teacher=teacher,
+                      pruned_layers=layers or None, checkpoint_dir=ckpt, resume=args.resume,
+                      progress=None if out.json else out.progress)
     previous = (pruned_dir.read_manifest(args.model).extra
                 if pruned_dir.is_pruned_dir(args.model) else {})
     record = {"job": "finetune", "source": args.model, "data": str(bundle.spec),
@@ -155,46 +160,3 @@ def render(r: dict[str, Any]) -> str:
                        [(h["epoch"], h["train_loss"], f"{h['val_top1']:.2%}", h["lr"])
                         for h in r["history"]]))
     return "\n".join(lines)
-
-
-class _Bar:
-    """Renders fine-tune/evaluate progress events as a rich progress bar on stderr."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Bar:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                      console=Console(stderr=True), transient=False)
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        progress = self._progress
-        if progress is None:
-            return
-        kind, stage = event.get("event"), event.get("stage")
-        if stage == "finetune" and kind == "batch":
-            description = f"epoch {event['epoch']}/{event['epochs']}"
-            if self._task is None or progress.tasks[self._task].description != description:
-                self._task = progress.add_task(description, total=event.get("n_batches"),
-                                               info="")
-            progress.update(self._task, completed=event["batch"],
-                            info=f"loss {event['loss']:.4f}")
-        elif stage == "finetune" and kind == "epoch" and self._task is not None:
-            progress.update(self._task, info=f"loss {event['train_loss']:.4f}  val top-1 "
-                            f"{event['val_top1']:.2%}")
-        elif event.get("message") and kind in ("start", "done", "prune", "round", "plan",
-                                                 "point"):
-            progress.console.print(f"  {event['message']}")

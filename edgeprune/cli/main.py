@@ -132,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   kind="EnvironmentError")
         return EXIT_ERROR
     finally:
+        out.close()  # progress bars off the terminal, whatever ended the command
         warnings.showwarning = previous
 
 

@@ -131,7 +131,8 @@ def _read_images(items: list[tuple[Path, int]], mode: str, hw: tuple[int, int],
         out[i] = pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
         labels[i] = label
         if progress and (i + 1) % 500 == 0:
-            progress({"stage": "data", "message": f"{what}: read {i + 1}/{len(items)} images"})
+            progress({"stage": "data", "done": i + 1, "total": len(items),
+                      "message": f"{what}: read {i + 1}/{len(items)} images"})
     return out, labels
 
 

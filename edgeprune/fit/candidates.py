@@ -271,7 +271,8 @@ class Candidates:
         return self._finetune(model, epochs, batches)
 
     def _finetune(self, model: nn.Module, epochs: int, batches: int) -> Any:
-        from edgeprune.training.finetune import finetune, get_recipe
+        from edgeprune.training.finetune import finetune
+        from edgeprune.training.recipes import get_recipe
 
         recipe = get_recipe("full", epochs=epochs, max_batches_per_epoch=batches,
                             val_max_batches=max(self.settings.eval_batches, 1) if epochs == 1

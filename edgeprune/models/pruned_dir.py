@@ -6,7 +6,9 @@ A pruned model is a directory::
     weights.safetensors  the state dict
 
 :func:`load` rebuilds the unpruned architecture from the spec, resizes every layer to the widths
-recorded in the manifest and loads the weights: no arbitrary code is unpickled. (A spec naming a
+recorded in the manifest and loads the weights: no arbitrary code is unpickled. It builds through
+:mod:`edgeprune.models.build` and never the other way round (``edgeprune.models.load`` dispatches
+a directory spec here). (A spec naming a
 user's own ``file.py:factory`` does import that file, as it did when the model was first built.)
 """
 
@@ -24,10 +26,23 @@ from typing import Any
 
 from edgeprune._io import default_mode
 from edgeprune.errors import CheckpointError, ModelSpecError, NotFoundError, OutputExistsError
+from edgeprune.models.build import build_model
+from edgeprune.models.spec import MANIFEST, absolute_spec, is_pruned_dir, parse_model_spec
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "VERSION",
+    "WEIGHTS",
+    "Manifest",
+    "is_pruned_dir",
+    "load",
+    "read_manifest",
+    "save",
+]
 
 FORMAT = "edgeprune.pruned-model"
 VERSION = 1
-MANIFEST = "model.json"
 WEIGHTS = "weights.safetensors"
 
 # Attributes that structural pruning rewrites, per module; recorded and restored on load.
@@ -54,11 +69,6 @@ class Manifest:
             "modules": {k: dict(v) for k, v in self.modules.items()},
             "history": list(self.history), "extra": dict(self.extra),
         }
-
-
-def is_pruned_dir(path: str | os.PathLike[str]) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / MANIFEST).is_file()
 
 
 def _written_by_us(path: Path) -> bool:
@@ -101,7 +111,6 @@ def save(model: Any, path: str | os.PathLike[str], *, spec: str,
     from safetensors.torch import save_file
 
     from edgeprune import __version__
-    from edgeprune.models.build import absolute_spec
 
     spec = absolute_spec(spec)
 
@@ -176,10 +185,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 def _relative_file(spec: str) -> str | None:
     """The relative ``.py`` path of a ``file.py:factory`` spec (None for any other spec)."""
-    from edgeprune.models import build
-
     try:
-        parsed = build.parse_model_spec(spec)
+        parsed = parse_model_spec(spec)
     except ModelSpecError:
         return None
     if parsed.kind != "file" or Path(parsed.target).expanduser().is_absolute():
@@ -190,8 +197,6 @@ def _relative_file(spec: str) -> str | None:
 def _locate_spec(spec: str, directory: Path) -> str:
     """A relative ``file.py`` spec (written before paths were stored absolute) that does not
     exist from the current directory is looked for next to the model directory too."""
-    from edgeprune.models.build import absolute_spec
-
     target = _relative_file(spec)
     if target is None or Path(target).is_file():
         return spec
@@ -218,8 +223,6 @@ def load(path: str | os.PathLike[str]) -> Any:
     import torch
     from safetensors.torch import load_file
 
-    from edgeprune.models import build
-
     p = Path(path)
     manifest = read_manifest(p)
     weights = p / WEIGHTS
@@ -229,14 +232,11 @@ def load(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{str(weights)!r} does not match the checksum in its manifest",
                               hint="the file was changed or damaged; write the model again")
     _check_spec_file(manifest.spec, p)
-    spec = build.parse_model_spec(manifest.spec)
-    if spec.kind == "builtin":
-        model = build._build_builtin(spec, load_shipped=False)
-    elif spec.kind == "pruned":
+    spec = parse_model_spec(manifest.spec)
+    if spec.kind == "pruned":
         raise CheckpointError(f"manifest of {str(p)!r} points at another pruned directory",
                               hint="write the model again")
-    else:
-        model = build.load_model(spec)
+    model = build_model(spec, shipped_weights=False)  # the weights come from the directory
     state = load_file(str(weights))
     modules = dict(model.named_modules())
     for name, attrs in manifest.modules.items():
@@ -266,5 +266,6 @@ def load(path: str | os.PathLike[str]) -> Any:
                 module._buffers[attr] = tensor.clone()
     model.load_state_dict(state, strict=True)
     model.edgeprune_input_shape = manifest.input_shape
+    model.edgeprune_spec = manifest.spec  # as before: the spec the pruned model was built from
     model.eval()
     return model

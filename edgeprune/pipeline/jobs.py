@@ -72,7 +72,7 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
 
     from edgeprune.models import pruned_dir
     from edgeprune.pruning.schedules import run_schedule
-    from edgeprune.training.finetune import get_recipe
+    from edgeprune.training.recipes import get_recipe
 
     check_writable(out, force=force, kind="dir",
                    inputs=(source.spec, source.weights, *data_inputs(data)))

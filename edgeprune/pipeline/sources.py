@@ -37,18 +37,19 @@ def load_source(source: ModelSource,
                 shape_from: Callable[[], Sequence[int]] | None = None) -> Loaded:
     """Load the model; its input shape comes from the spec's flag, else the model, else
     ``shape_from()`` (e.g. the data's own image shape), else it is an error naming the flag."""
-    from edgeprune.models import build, pruned_dir
+    from edgeprune.models import pruned_dir
+    from edgeprune.models.load import default_input_shape, load_model
 
     if source.weights and pruned_dir.is_pruned_dir(source.spec):
         raise UsageError("--weights cannot be combined with a pruned model directory",
                          hint="the directory holds its own weights; drop --weights")
-    model = build.load_model(source.spec, weights=source.weights)
+    model = load_model(source.spec, weights=source.weights)
     base_spec, history = source.spec, []
     if pruned_dir.is_pruned_dir(source.spec):
         manifest = pruned_dir.read_manifest(source.spec)
         base_spec, history = manifest.spec, list(manifest.history)
-    shape = (source.input_shape or build.default_input_shape(model)
-             or build.default_input_shape(source.spec))
+    shape = (source.input_shape or default_input_shape(model)
+             or default_input_shape(source.spec))
     if shape is None and shape_from is not None:
         shape = tuple(shape_from())
     if shape is None:

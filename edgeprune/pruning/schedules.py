@@ -46,7 +46,8 @@ from edgeprune.models.cost import count_macs, count_params
 from edgeprune.pruning import engine
 from edgeprune.pruning.prune import PruneConfig, PruneResult, group_ratios, prune, round_kept
 from edgeprune.training.evaluate import EvalResult, evaluate
-from edgeprune.training.finetune import FinetuneResult, Recipe, finetune, get_recipe
+from edgeprune.training.finetune import FinetuneResult, finetune
+from edgeprune.training.recipes import Recipe, get_recipe
 
 __all__ = [
     "ScheduleResult",
@@ -249,7 +250,7 @@ def run_schedule(
     """Run the schedule ``schedule_name`` on a copy of ``model`` (the input is left untouched).
 
     ``epochs`` is the training the schedule spends in total (shared out over the rounds of
-    ``iterative``). ``recipe`` (a :class:`~edgeprune.training.finetune.Recipe` or a registered
+    ``iterative``). ``recipe`` (a :class:`~edgeprune.training.recipes.Recipe` or a registered
     name) says how each training phase runs; its own ``epochs`` is replaced. ``progress``
     receives the fine-tune and evaluate events plus ``{"stage": "schedule", ...}`` ones. With
     ``checkpoint_dir`` every training phase checkpoints into a subdirectory and an interrupted
