@@ -25,7 +25,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.artifacts.onnx_export import export_tflite
+from edgeprune.artifacts.tflite import export_tflite
 from edgeprune.cli.main import main
 from edgeprune.errors import EXIT_USAGE, ExportError, OutputExistsError, ParityError
 from tests._helpers import torchvision_model
