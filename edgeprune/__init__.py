@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "PruneConfig": "edgeprune.pruning.prune",
     "materialize": "edgeprune.pruning.materialize",
     "export_onnx": "edgeprune.artifacts.onnx_export",
-    "export_tflite": "edgeprune.artifacts.onnx_export",
+    "export_tflite": "edgeprune.artifacts.tflite",
     "finetune": "edgeprune.training.finetune",
     "get_recipe": "edgeprune.training.recipes",
     "run_schedule": "edgeprune.pruning.schedules",

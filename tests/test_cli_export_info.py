@@ -209,3 +209,31 @@ def test_info_of_an_onnx_file_shows_its_macs(
     assert main(["info", str(unknown)]) == 0
     assert ("MACs:         unknown (shapes of 1 Conv/Gemm/MatMul node(s) are unknown to ONNX "
             "shape inference)") in capsys.readouterr().out.splitlines()
+
+
+def test_info_of_an_onnx_or_tflite_file_does_not_import_torch(tmp_path: Path) -> None:
+    """Reading a graph needs onnx, not torch: ``edgeprune info x.onnx`` stays light."""
+    import subprocess
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests._tflite import make_fc_model
+
+    w = numpy_helper.from_array(np.ones((4, 5), np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                    str(path))
+    tfl = make_fc_model(tmp_path / "m.tflite", in_features=4, out_features=5).path
+    for artifact in (path, tfl):
+        code = ("import sys\n"
+                "from edgeprune.cli.main import main\n"
+                f"rc = main(['info', {str(artifact)!r}, '--format', 'json'])\n"
+                "print('RC', rc, 'TORCH', 'torch' in sys.modules)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.splitlines()[-1] == "RC 0 TORCH False", (out.stdout, out.stderr)

@@ -12,14 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.artifacts.onnx_export import (
-    export_onnx,
-    export_tflite,
-    load_onnx_session,
-    verify_onnx,
-)
+from edgeprune.artifacts.files import size_on_disk
+from edgeprune.artifacts.onnx_export import export_onnx, load_onnx_session, verify_onnx
+from edgeprune.artifacts.tflite import export_tflite
 from edgeprune.errors import ExportError, OutputExistsError, ParityError, UsageError
-from edgeprune.models.cost import size_on_disk
 from tests.conftest import real_images
 
 

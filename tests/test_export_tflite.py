@@ -25,7 +25,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.artifacts.onnx_export import export_tflite
+from edgeprune.artifacts.tflite import export_tflite
 from edgeprune.cli.main import main
 from edgeprune.errors import EXIT_USAGE, ExportError, OutputExistsError, ParityError
 from tests._helpers import torchvision_model
@@ -252,3 +252,42 @@ def test_a_conversion_failure_is_one_line(litert: Any, tmp_path: Path) -> None:
     assert str(info.value).startswith("TFLite conversion with litert-torch failed:")
     assert "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tflite_and_onnx_exports_in_two_threads_stay_quiet(
+    litert: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """litert-torch parks fds 1/2 while ONNX exports in another thread: both artifacts pass their
+    checks, nothing leaks from either, and stdio and the descriptors work again afterwards."""
+    import threading
+
+    from edgeprune.artifacts.onnx_export import export_onnx
+
+    capfd.readouterr()
+    streams = (sys.stdout, sys.stderr)
+    fds = [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)]
+    x = torch.rand(1, 3, 16, 16)
+    start = threading.Barrier(2)
+    results: dict[str, Any] = {}
+
+    def job(fmt: str) -> None:
+        start.wait(timeout=60)
+        try:
+            export = export_tflite if fmt == "tflite" else export_onnx
+            results[fmt] = export(SmallCNN().eval(), x, tmp_path / f"m.{fmt}")
+        except BaseException as exc:  # reported by the main thread
+            results[fmt] = exc
+
+    threads = [threading.Thread(target=job, args=(fmt,)) for fmt in ("tflite", "onnx")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for fmt in ("tflite", "onnx"):
+        assert not isinstance(results[fmt], BaseException), results[fmt]
+        assert results[fmt].format == fmt and results[fmt].max_abs_diff <= 1e-4
+    assert capfd.readouterr() == ("", "")
+    assert (sys.stdout, sys.stderr) == streams
+    assert [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)] == fds
+    os.write(1, b"fd 1 after\n")
+    assert capfd.readouterr().out == "fd 1 after\n"

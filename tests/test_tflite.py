@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeprune.artifacts.tflite_info import tflite_info
 from edgeprune.cli.main import main
 from edgeprune.devices.measure import MeasureResult, MeasureSettings, measure
 from edgeprune.devices.targets import load_target
 from edgeprune.errors import MeasurementError, RuntimeMissingError, UsageError
-from edgeprune.models.cost import tflite_info
 from tests._sshd import DEVICE_PYDIR, DEVICE_PYTHON, REPO, SSHServer
 from tests._tflite import TFLiteSample, make_fc_model, reference
 

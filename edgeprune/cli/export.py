@@ -86,10 +86,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     model, shape = resolve_model(args.model, args.weights, args.input_shape)
     example, check, source = _inputs(args.data, shape)
 
-    from edgeprune.artifacts import onnx_export
+    from edgeprune.artifacts import onnx_export, tflite
 
     if fmt == "tflite":
-        result = onnx_export.export_tflite(
+        result = tflite.export_tflite(
             model,
             example,
             args.out,

@@ -36,19 +36,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.models import cost
+    if Path(args.model).suffix.lower() == ".onnx":  # read from the graph: no torch imported
+        from edgeprune.artifacts.onnx_info import onnx_info
 
-    if Path(args.model).suffix.lower() == ".onnx":
-        info = cost.onnx_info(args.model, input_shape=args.input_shape)
+        info = onnx_info(args.model, input_shape=args.input_shape)
         out.result({"kind": "onnx", "model": args.model, **info.to_dict()}, _render_onnx)
         return 0
     if Path(args.model).suffix.lower() == ".tflite":
-        tfl = cost.tflite_info(args.model)
+        from edgeprune.artifacts.tflite_info import tflite_info
+
+        tfl = tflite_info(args.model)
         out.result({"kind": "tflite", "model": args.model, **tfl.to_dict(), "macs": None,
                     "macs_note": "not computed for TFLite"}, _render_onnx)
         return 0
     model, shape = resolve_model(args.model, args.weights, args.input_shape)
     import torch
+
+    from edgeprune.artifacts.files import size_on_disk
+    from edgeprune.models import cost
 
     model_info = cost.model_info(model, torch.zeros(*shape))
     disk = _files_on_disk(args.model, args.weights)
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         "model": args.model,
         "weights": args.weights,
         **model_info.to_dict(),
-        "size_on_disk_bytes": cost.size_on_disk(disk) if disk else None,
+        "size_on_disk_bytes": size_on_disk(disk) if disk else None,
         "show_all_layers": args.all_layers,
     }
     out.result(data, _render_model)

@@ -23,7 +23,7 @@ from edgeprune.fit.measuring import INFEASIBLE, Bench, Comparison, resolve_threa
 from edgeprune.fit.rundir import RunDir
 from edgeprune.fit.settings import FitSettings, ResolvedBudgets, auto_measure_batch
 from edgeprune.models import pruned_dir
-from edgeprune.models.cost import count_macs, count_params
+from edgeprune.models.cost import count_macs, count_params, layer_macs
 from edgeprune.pruning import engine
 from edgeprune.pruning.prune import PruneConfig, prune, round_kept
 
@@ -449,31 +449,10 @@ class Candidates:
 
 
 def _layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
-    """Multiply-accumulates per input of every conv and linear layer, by name."""
-    found: dict[str, float] = {}
-    hooks = []
-
-    def hook(name: str) -> Callable[..., None]:
-        def record(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            per_input = output.numel() / output.shape[0]
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                found[name] = per_input * module.in_channels / module.groups * kh * kw
-            else:
-                found[name] = per_input * module.in_features
-
-        return record
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            hooks.append(module.register_forward_hook(hook(name)))
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for handle in hooks:
-            handle.remove()
-    return found
+    """Multiply-accumulates per input of every counted layer, by name
+    (:func:`edgeprune.models.cost.layer_macs` divided by the batch)."""
+    batch = example.shape[0]
+    return {name: macs / batch for name, macs in layer_macs(model, example).items()}
 
 
 def layer_costs(model: nn.Module, example: torch.Tensor,

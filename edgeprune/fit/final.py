@@ -115,7 +115,7 @@ def _write(ctx: Any, state: dict[str, Any], cid: str, model: Any, accuracy: floa
         export_for_measuring(model, ctx.measure_input, measured, exporter=settings.exporter)
     extra: dict[str, Any] = {}
     if settings.tflite:
-        from edgeprune.artifacts.onnx_export import export_tflite
+        from edgeprune.artifacts.tflite import export_tflite
 
         tflite = run.path / "model.tflite"
         export_tflite(model, ctx.measure_input[:1], tflite, force=True)

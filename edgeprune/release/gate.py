@@ -9,7 +9,7 @@ What is checked and where the number comes from:
 - ``max_model_size_mb`` — bytes on disk (1 MB = 10⁶ bytes), external ONNX data files included;
 - ``max_params`` — ONNX: elements of floating-point initializers; pruned dir: the module's
   parameters; TFLite: elements of the constant weight tensors read from the flatbuffer
-  (:func:`edgeprune.models.cost.tflite_info`; no TFLite runtime needed);
+  (:func:`edgeprune.artifacts.tflite_info.tflite_info`; no TFLite runtime needed);
 - ``max_macs`` — ONNX: Conv/ConvTranspose/Gemm/MatMul multiply-accumulates from the graph with
   shapes from ``onnx.shape_inference`` (dynamic dims filled from the input shape); pruned dir:
   :func:`edgeprune.models.cost.count_macs` at the manifest's input shape; TFLite: not computed
@@ -419,8 +419,8 @@ def _static(path: Path, shape: tuple[int, ...] | None,
 
 
 def _static_onnx(path: Path, shape: tuple[int, ...] | None) -> ArtifactMetrics:
-    from edgeprune.devices.measure import artifact_files
-    from edgeprune.models.cost import onnx_info
+    from edgeprune.artifacts.files import artifact_files
+    from edgeprune.artifacts.onnx_info import onnx_info
 
     # a corrupt file is an ExportError naming the fix; MACs as info shows them
     info = onnx_info(path, input_shape=shape)
@@ -432,8 +432,8 @@ def _static_onnx(path: Path, shape: tuple[int, ...] | None) -> ArtifactMetrics:
 
 
 def _static_tflite(path: Path) -> ArtifactMetrics:
+    from edgeprune.artifacts.tflite_info import tflite_info
     from edgeprune.errors import ExportError
-    from edgeprune.models.cost import tflite_info
 
     try:
         info = tflite_info(path)  # the flatbuffer itself: no TFLite runtime needed here
@@ -467,9 +467,9 @@ def _static_pruned(path: Path) -> tuple[ArtifactMetrics, Any]:
 
 
 def onnx_macs(proto: Any, shape: Sequence[int] | None = None) -> tuple[int | None, str]:
-    """:func:`edgeprune.models.cost.onnx_macs` (where it lives, next to ``count_macs``), kept under
-    this name for its callers; imported on call so ``import edgeprune.gate`` stays light."""
-    from edgeprune.models.cost import onnx_macs as _onnx_macs
+    """:func:`edgeprune.artifacts.onnx_info.onnx_macs` (where it lives), kept under this name
+    for its callers; imported on call so ``import edgeprune.gate`` stays light."""
+    from edgeprune.artifacts.onnx_info import onnx_macs as _onnx_macs
 
     return _onnx_macs(proto, shape)
 

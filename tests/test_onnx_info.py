@@ -1,5 +1,5 @@
-"""ONNX MACs (``stats.onnx_macs`` / ``onnx_info``): real exports against the PyTorch count, and
-hand-built graphs for what the count cannot tell or leaves out."""
+"""ONNX facts (``artifacts.onnx_info``: ``onnx_macs`` / ``onnx_info``): real exports against the
+PyTorch count, and hand-built graphs for what the count cannot tell or leaves out."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeprune.models.cost import count_macs, onnx_info, onnx_macs
-from tests.test_stats import HAND_MACS, small_net
+from edgeprune.artifacts.onnx_info import onnx_info, onnx_macs
+from edgeprune.models.cost import count_macs
+from tests.test_cost import HAND_MACS, small_net
 
 
 def _save(nodes: list, inputs: list, path: Path, initializers: list | None = None) -> Path:

@@ -1,21 +1,19 @@
-"""Parameter and MAC counts against hand-computed values and published torchvision figures."""
+"""Parameter and MAC counts (``models.cost``) against hand-computed values and published
+torchvision figures; per-layer MACs add up to the model's count."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
-from edgeprune.errors import NotFoundError
 from edgeprune.models.cost import (
     count_macs,
     count_params,
+    layer_macs,
     layer_widths,
     model_info,
-    size_on_disk,
     state_dict_bytes,
 )
 
@@ -115,36 +113,33 @@ def test_torchvision_resnet18_matches_published_macs() -> None:
     assert state_dict_bytes(model) > count_params(model) * 4  # BN running stats too
 
 
-def test_size_on_disk_counts_onnx_external_data(tmp_path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = numpy_helper.from_array(torch.rand(64, 64).numpy(), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        [weight],
-    )
-    path = tmp_path / "m.onnx"
-    onnx.save_model(
-        helper.make_model(graph),
-        str(path),
-        save_as_external_data=True,
-        location="weights.bin",
-        size_threshold=0,
-    )
-    data = tmp_path / "weights.bin"
-    assert data.stat().st_size >= 64 * 64 * 4
-    assert size_on_disk(path) == path.stat().st_size + data.stat().st_size
-    (tmp_path / "other.txt").write_text("x")
-    assert size_on_disk(tmp_path) == size_on_disk(path) + 1
-    plain = tmp_path / "plain.bin"
-    plain.write_bytes(b"12345")
-    assert size_on_disk(plain) == 5
+def test_layer_macs_per_layer_of_the_hand_counted_net() -> None:
+    per_layer = layer_macs(small_net(), torch.rand(1, 3, 16, 16))
+    assert per_layer == {"0": 55_296, "3": 18_432, "4": 8_192, "7": 160}
+    with_norm = layer_macs(small_net(), torch.rand(1, 3, 16, 16), include_norm=True)
+    assert with_norm["1"] == 2_048 and sum(with_norm.values()) == HAND_MACS + 2_048
 
 
-def test_size_on_disk_missing_path(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="does not exist"):
-        size_on_disk(tmp_path / "nope.onnx")
+def test_layer_macs_add_up_to_count_macs_on_resnet18_and_mnist_cnn() -> None:
+    from edgeprune.models.build import load_model
+    from edgeprune.models.torchvision_compat import import_torchvision
+
+    resnet = import_torchvision().models.resnet18()
+    x = torch.zeros(2, 3, 64, 64)
+    per_layer = layer_macs(resnet, x)
+    assert sum(per_layer.values()) == count_macs(resnet, x)
+    convs = [n for n, m in resnet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert list(per_layer) == convs  # every conv and the classifier, in the order they ran
+    assert per_layer["fc"] == 2 * 512 * 1000
+    mnist = load_model("builtin:mnist-cnn")
+    digits = torch.zeros(3, 1, 28, 28)
+    per_layer = layer_macs(mnist, digits)
+    assert sum(per_layer.values()) == count_macs(mnist, digits)
+    assert len(per_layer) == 4  # two convs, two linears
+
+
+def test_a_layer_called_twice_counts_twice() -> None:
+    shared = nn.Linear(8, 8)
+    net = nn.Sequential(shared, nn.ReLU(), shared)
+    x = torch.rand(2, 8)
+    assert layer_macs(net, x) == {"0": 2 * 2 * 8 * 8} == {"0": count_macs(net, x)}
