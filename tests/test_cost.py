@@ -121,7 +121,7 @@ def test_layer_macs_per_layer_of_the_hand_counted_net() -> None:
 
 
 def test_layer_macs_add_up_to_count_macs_on_resnet18_and_mnist_cnn() -> None:
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
     from edgeprune.models.torchvision_compat import import_torchvision
 
     resnet = import_torchvision().models.resnet18()

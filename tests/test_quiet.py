@@ -125,7 +125,7 @@ def test_two_exports_in_two_threads_both_succeed_and_stay_quiet(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from edgeprune.artifacts.onnx_export import export_onnx, load_onnx_session
-    from edgeprune.models.build import load_model
+    from edgeprune.models.load import load_model
 
     capfd.readouterr()
     streams, fds = (sys.stdout, sys.stderr), _fd_identity()
