@@ -1,152 +1,29 @@
-"""Search strategies for ``fit``: which pruned widths to try next, registered by name.
+"""The ``netadapt`` fit strategy: NetAdapt steps guided by a per-group latency model.
 
-A strategy never touches the device or the model itself. It asks a :class:`SearchContext`
-(implemented by :mod:`edgeprune.fit`) to *evaluate* widths (prune, short fine-tune, accuracy —
-local and cheap) and to *measure* a candidate (export + device — the cost we minimise), and keeps
-its own progress in a JSON-able ``state`` dict that ``fit`` persists after every step, so a run
-interrupted between steps resumes exactly where it stopped.
-
-Two strategies ship:
-
-- ``uniform``: the baseline. Bisects one ratio applied to every channel group on *measured*
-  latency (one device measurement per step); keeps the smallest ratio that meets the budgets.
-- ``netadapt``: NetAdapt-style greedy steps guided by a per-group latency model
-  (:class:`LatencyModel`, a HALP-like look-up of "ms saved per fraction of a group removed").
-  Each step proposes one candidate per channel group that the *model* predicts reaches the step's
-  latency target, fine-tunes the ``netadapt_proposals`` that remove the smallest fraction of their
-  group briefly, and measures only the most accurate on the device — one comparison per step
-  instead of one per group. Every measurement refits the model, so when
-  the prediction is wrong the next proposals are better.
-
-Latencies a strategy sees (``ctx.latency``) are the ones budgets are judged on: for a relative
-budget, the candidate's ratio to the unpruned model measured beside it, times the unpruned
-model's first measurement — so a machine that slows down mid-run does not move them. Noisy
-measurements (coefficient of variation above the runner's threshold) weigh less in the latency
-model (:func:`measurement_weight`).
-
-Register another with :func:`register_strategy`; ``fit --strategy NAME`` picks it.
+Each step proposes one candidate per channel group that the *model* (:class:`LatencyModel`, a
+HALP-like look-up of "ms saved per fraction of a group removed") predicts reaches the step's
+latency target, fine-tunes the ``netadapt_proposals`` that remove the smallest fraction of their
+group briefly, and measures only the most accurate on the device — one comparison per step
+instead of one per group. Every measurement refits the model, so when the prediction is wrong
+the next proposals are better.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from edgeprune._registry import Registry
 from edgeprune.errors import UsageError
+from edgeprune.fit.search.base import (
+    SearchContext,
+    Widths,
+    best_meeting,
+    margin,
+    measurement_weight,
+    register_strategy,
+)
 
-__all__ = ["LatencyModel", "SearchContext", "Strategy", "best_meeting", "get_strategy",
-           "list_strategies", "measurement_weight", "register_strategy", "uniform_widths"]
-
-Widths = dict[str, int]
-Record = dict[str, Any]
-
-
-class SearchContext(Protocol):
-    """What ``fit`` offers a strategy (see :class:`edgeprune.fit` for the implementation)."""
-
-    groups: Mapping[str, int]  # group root -> channels of the unpruned model
-    baseline_id: str
-    floor_id: str  # the smallest allowed model (every group at its minimum width)
-    latency_budget_ms: float | None
-    max_ratio: float
-    settings: Any
-
-    def min_width(self, root: str) -> int: ...
-    def round_width(self, root: str, kept: int) -> int: ...
-    def candidate(self, cid: str) -> Record: ...
-    def evaluate(self, widths: Widths, *, parent: str, kind: str, note: str,
-                 step: int, predicted_latency_ms: float | None = None) -> Record: ...
-    def measure(self, cid: str) -> Record: ...
-    def meets(self, record: Record) -> bool: ...
-    def latency(self, record: Record) -> float | None: ...
-    def macs_of(self, widths: Widths) -> int: ...
-    def can_measure(self, invocations: int = 2) -> bool: ...
-
-
-class Strategy(Protocol):
-    name: str
-
-    def start(self, ctx: SearchContext) -> dict[str, Any]: ...
-    def step(self, ctx: SearchContext, state: dict[str, Any],
-             step: int) -> tuple[dict[str, Any], bool]: ...
-    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None: ...
-
-
-StrategyFactory = Callable[[], Strategy]
-_STRATEGIES: Registry[StrategyFactory] = Registry("search strategy")
-
-
-def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
-    """Class decorator: register a strategy factory under ``name`` (again: warns, replaces)."""
-    return _STRATEGIES.register(name)
-
-
-def get_strategy(name: str) -> Strategy:
-    return _STRATEGIES.get(name)()
-
-
-def list_strategies() -> list[str]:
-    return _STRATEGIES.names()
-
-
-def uniform_widths(ctx: SearchContext, ratio: float) -> Widths:
-    """Every group keeps ``original - floor(ratio × original)`` channels, rounded and clamped."""
-    widths: Widths = {}
-    for root, original in ctx.groups.items():
-        kept = original - math.floor(ratio * original + 1e-9)
-        widths[root] = max(ctx.min_width(root), ctx.round_width(root, kept))
-    return widths
-
-
-def best_meeting(ctx: SearchContext, ids: list[str]) -> str | None:
-    """Among measured candidates that meet every budget: best accuracy, then lowest latency."""
-    meeting = [ctx.candidate(c) for c in ids]
-    meeting = [r for r in meeting if ctx.meets(r)]
-    if not meeting:
-        return None
-    best = max(meeting, key=lambda r: (round(r["accuracy"], 6), -(ctx.latency(r) or 0.0)))
-    return str(best["id"])
-
-
-# --- uniform -----------------------------------------------------------------------------------
-
-
-@register_strategy("uniform")
-class UniformStrategy:
-    """Bisect the uniform ratio in (0, max_ratio] on measured latency."""
-
-    name = "uniform"
-
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
-        floor = ctx.candidate(ctx.floor_id)
-        return {"lo": 0.0, "hi": ctx.max_ratio, "tried": [ctx.floor_id] if ctx.meets(floor)
-                else [], "ratios": {}}
-
-    def step(self, ctx: SearchContext, state: dict[str, Any],
-             step: int) -> tuple[dict[str, Any], bool]:
-        state = dict(state)
-        lo, hi = float(state["lo"]), float(state["hi"])
-        mid = round((lo + hi) / 2, 4)
-        widths = uniform_widths(ctx, mid)
-        record = ctx.evaluate(widths, parent=ctx.baseline_id, kind="uniform", step=step,
-                              note=f"uniform ratio {mid:g}")
-        record = ctx.measure(record["id"])
-        if ctx.meets(record):
-            state["hi"] = mid
-        else:  # too slow, too big, or infeasible on the device: prune more
-            state["lo"] = mid
-        state["tried"] = [*state["tried"], record["id"]]
-        state["ratios"] = {**state["ratios"], record["id"]: mid}
-        tolerance = float(ctx.settings.uniform_tolerance)
-        return state, state["hi"] - state["lo"] <= tolerance
-
-    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
-        return best_meeting(ctx, list(state["tried"]))
-
-
-# --- latency model -----------------------------------------------------------------------------
+__all__ = ["MAX_STALLS", "LatencyModel", "NetAdaptStrategy"]
 
 
 class LatencyModel:
@@ -221,48 +98,16 @@ class LatencyModel:
         return cls(groups, float(data["base_ms"]), data["prior"], points, float(data["ridge"]))
 
 
-def measurement_weight(record: Mapping[str, Any]) -> float:
-    """How much a measured record should count in a latency model, in [0.05, 1].
-
-    Steady measurements count fully. A noisy one (CV above the runner's threshold; the robust,
-    IQR-based CV where the measurement has one) counts ``(threshold / cv)²`` — inverse to its
-    variance — and pairs whose ratios disagree with each other by more than 10 % count less again.
-    """
-    weight = 1.0
-    cv = record.get("robust_cv") or record.get("cv")
-    threshold = record.get("cv_threshold") or 0.10
-    if record.get("noisy") and cv:
-        weight = (float(threshold) / float(cv)) ** 2
-    ratios = [float(r) for r in record.get("pair_ratios") or []]
-    if len(ratios) > 1:
-        spread = max(ratios) / min(ratios) - 1
-        weight /= 1 + (spread / 0.10) ** 2
-    return max(0.05, min(1.0, weight))
-
-
 def _mac_prior(ctx: SearchContext, base_ms: float) -> dict[str, float]:
     """ms saved per unit fraction of each group removed, if latency followed MACs."""
-    slopes = getattr(ctx, "mac_slopes", None)
-    if slopes is not None:  # first order from the groups' members, no pruning
-        return {root: base_ms * slope for root, slope in slopes().items() if root in ctx.groups}
-    full = dict(ctx.groups)
-    macs_full = ctx.macs_of(full)
-    prior: dict[str, float] = {}
-    for root, n in ctx.groups.items():
-        half = {**full, root: max(ctx.min_width(root), n // 2)}
-        fraction = 1 - half[root] / n
-        saved = (macs_full - ctx.macs_of(half)) / macs_full if macs_full else 0.0
-        prior[root] = base_ms * saved / fraction if fraction > 0 else 0.0
-    return prior
+    # first order from the groups' members, without pruning anything
+    return {root: base_ms * slope for root, slope in ctx.mac_slopes().items()
+            if root in ctx.groups}
 
 
 # --- netadapt ----------------------------------------------------------------------------------
 
 MAX_STALLS = 3  # steps in a row that did not make the model faster before netadapt gives up
-
-
-def _margin(ctx: SearchContext) -> float:
-    return float(getattr(ctx.settings, "noise_margin", 0.0) or 0.0)
 
 
 @register_strategy("netadapt")
@@ -297,17 +142,18 @@ class NetAdaptStrategy:
         budget = float(ctx.latency_budget_ms or 0.0)
         # a step that did not make the model faster doubles the next step's cut: widths just
         # below a SIMD-friendly count often run *slower*, and a bigger cut jumps past them
-        reduce_by = float(ctx.settings.netadapt_step) * model.base_ms * 2 ** int(state["stall"])
+        step_cut = float(ctx.settings.search.netadapt_step)
+        reduce_by = step_cut * model.base_ms * 2 ** int(state["stall"])
         target = max(budget, current_ms - reduce_by)
         if ctx.meets(current):  # met, but within the noise margin: one step clear of it
-            target = min(current_ms - reduce_by, budget * (1 - _margin(ctx)))
+            target = min(current_ms - reduce_by, budget * (1 - margin(ctx)))
         proposals = self._propose(ctx, model, current["widths"], current_ms, target)
         if not proposals:
             return state, True
         # with many groups, fine-tune only the proposals that remove the smallest fraction of
         # their group (the likeliest to keep accuracy): a step costs K short fine-tunes, not one
         # per group (MobileNetV2 has 25)
-        keep = int(getattr(ctx.settings, "netadapt_proposals", 0) or 0)
+        keep = int(ctx.settings.search.netadapt_proposals)
         if keep and len(proposals) > keep:
             widths = current["widths"]
             proposals = sorted(proposals, key=lambda p: 1 - p[1][p[0]] / widths[p[0]])[:keep]
@@ -344,7 +190,7 @@ class NetAdaptStrategy:
         if not ctx.meets(ctx.candidate(state["current"])):
             return False
         budget = float(ctx.latency_budget_ms or 0.0)
-        clear = budget * (1 - _margin(ctx))
+        clear = budget * (1 - margin(ctx))
         return any(ctx.meets(r) and (ctx.latency(r) or 0.0) <= clear
                    for r in (ctx.candidate(c) for c in state["accepted"]))
 
@@ -354,7 +200,7 @@ class NetAdaptStrategy:
         anchor = model.predict(widths)
         proposals: list[tuple[str, Widths, float]] = []
         fallback: list[tuple[str, Widths, float]] = []
-        round_to = max(int(ctx.settings.round_to), 1)
+        round_to = max(int(ctx.settings.search.round_to), 1)
         for root, width in widths.items():
             low = ctx.min_width(root)
             kept = width
@@ -375,6 +221,3 @@ class NetAdaptStrategy:
 
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
         return best_meeting(ctx, list(state["accepted"]))
-
-
-from edgeprune.fit.search import knapsack as _knapsack  # noqa: E402, F401  (registers "knapsack")
