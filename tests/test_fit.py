@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ import pytest
 
 from edgeprune.cli.main import main
 from edgeprune.errors import ConfigError, DeviceOutOfMemoryError
-from edgeprune.fit import FitBudgetNotMetError, FitSettings, fit, load_fit_table, measuring, resume
+from edgeprune.fit import FitBudgetNotMetError, FitSettings, fit, load_fit_table, resume
 
 QUICK = dict(model="builtin:mnist-cnn", data="builtin:mnist5k", target="local", step_batches=3,
              final_epochs=1, final_batches=3, runs=10, warmup=2, eval_batches=4,
@@ -56,7 +57,7 @@ class ReplayDevice:
 
 @pytest.fixture(scope="module")
 def replay() -> ReplayDevice:
-    """One replaying device for the module; installed only by the tests that ask for it."""
+    """One replaying device for the module; passed (``measure=``) only by the tests that ask."""
     return ReplayDevice()
 
 
@@ -68,11 +69,7 @@ SPEEDUP = FitSettings(speedup=1.3, noise_margin=0.99, **QUICK)
 @pytest.fixture(scope="module")
 def speedup_run(tmp_path_factory: pytest.TempPathFactory, replay: Any) -> Path:
     out = tmp_path_factory.mktemp("fit") / "run"
-    measuring.MEASURE_HOOK["measure"] = replay
-    try:
-        fit(SPEEDUP, out)
-    finally:
-        measuring.MEASURE_HOOK.pop("measure", None)
+    fit(SPEEDUP, out, measure=replay)
     return out
 
 
@@ -185,7 +182,8 @@ def test_trade_off_levels_safety_point_first_then_spread_geometrically() -> None
                "c2": {"latency_ms": 10.0, "feasible": True}}
 
     def ctx(n: int, margin: float = 0.2) -> Any:
-        return SimpleNamespace(settings=SimpleNamespace(tradeoff_points=n, noise_margin=margin),
+        return SimpleNamespace(settings=FitSettings(model="m", data="d", tradeoff_points=n,
+                                                    noise_margin=margin),
                                latency_budget_ms=11.0, baseline_id="c0",
                                candidate=records.__getitem__, latency=lambda r: r["latency_ms"],
                                layer_costs=lambda: [])
@@ -207,14 +205,15 @@ def test_trade_off_levels_safety_point_first_then_spread_geometrically() -> None
 def test_report_command_re_renders(speedup_run: Path, capsys: pytest.CaptureFixture) -> None:
     (speedup_run / "report.html").unlink()
     assert main(["report", str(speedup_run), "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["met"] is True
+    report = json.loads(capsys.readouterr().out)
+    assert report["met"] is True
+    assert FitSettings.from_dict(report["settings"]) == SPEEDUP  # the JSON round-trips
     assert (speedup_run / "report.html").is_file()
 
 
 def test_interrupt_then_resume_equals_uninterrupted(speedup_run: Path, replay: Any,
                                                     tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(measuring.MEASURE_HOOK, "measure", replay)
     out = tmp_path / "run"
 
     def at_floor(event: dict[str, Any]) -> None:
@@ -230,17 +229,19 @@ def test_interrupt_then_resume_equals_uninterrupted(speedup_run: Path, replay: A
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(SPEEDUP, out, progress=at_floor)
+        fit(SPEEDUP, out, progress=at_floor, measure=replay)
     state = json.loads((out / "state.json").read_text())
     assert state["phase"] == "search" and not (out / "model").exists()
     with pytest.raises(KeyboardInterrupt):
-        resume(out, progress=at_the_first_trade_off_point)
+        resume(out, progress=at_the_first_trade_off_point, measure=replay)
     state = json.loads((out / "state.json").read_text())
     assert state["phase"] == "tradeoff" and state["tradeoff"]["next"] == 1
     with pytest.raises(KeyboardInterrupt):  # the final phase's re-measures are then lost
-        resume(out, progress=after_the_final_re_measure)
+        resume(out, progress=after_the_final_re_measure, measure=replay)
     lost = sum(1 for e in _log(out) if e["role"] == "final")
     assert lost >= 1
+    # the command line has no measure= to pass: the device function itself is replaced for it
+    monkeypatch.setattr(importlib.import_module("edgeprune.devices.measure"), "measure", replay)
     assert main(["fit", "--resume", str(out), "--format", "json"]) == 0
     resumed, whole = _report(out), _report(speedup_run)
     assert resumed["chosen"]["widths"] == whole["chosen"]["widths"]
@@ -266,8 +267,7 @@ def test_impossible_budget_exits_3_with_report(tmp_path: Path,
         assert (out / name).exists(), name
 
 
-def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(tmp_path: Path) -> None:
     """Fault injection: the device "runs out of memory" on the first netadapt proposal it is
     given (the real OOM path is tested in test_measure.py); the search records it and goes on.
     The cap of 11 measurements leaves room for one step; the search then ends and the final
@@ -284,12 +284,11 @@ def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(
             raise DeviceOutOfMemoryError("killed (probably out of memory)", hint="injected")
         return measure(path, target, settings, **kwargs)
 
-    monkeypatch.setitem(measuring.MEASURE_HOOK, "measure", oom_once)
     settings = FitSettings(strategy="netadapt", speedup=1.3, netadapt_step=0.5, noise_margin=0,
                            max_measurements=11, **QUICK)
     # noisy latency may leave it short of the budget; the skip and the cap are what is tested
     with contextlib.suppress(FitBudgetNotMetError):
-        fit(settings, tmp_path / "run")
+        fit(settings, tmp_path / "run", measure=oom_once)
     report = _report(tmp_path / "run")
     by_id = {r["id"]: r for r in report["candidates"]}
     bad = by_id[next(c for c in calls if c not in ("c000", "c001") and c.startswith("c"))]
@@ -326,7 +325,7 @@ def test_netadapt_meets_a_real_speedup_budget(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_final_model_that_misses_on_re_measure_falls_back_to_a_faster_one(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     """Noise injection: the first final model measures 5× slower than it is (a burst of load
     during the final check cannot be produced on demand); every other measurement is real. The
     fit must not hand it back on the search's word: it falls back to a faster candidate that met
@@ -346,10 +345,9 @@ def test_a_final_model_that_misses_on_re_measure_falls_back_to_a_faster_one(
                                          p90_ms=5 * result.p90_ms, p99_ms=5 * result.p99_ms)
         return result
 
-    monkeypatch.setitem(measuring.MEASURE_HOOK, "measure", slow_first_final)
     settings = FitSettings(speedup=1.3, **{**QUICK, "uniform_tolerance": 0.2})
     with contextlib.suppress(FitBudgetNotMetError):
-        fit(settings, tmp_path / "run")
+        fit(settings, tmp_path / "run", measure=slow_first_final)
     report = _report(tmp_path / "run")
     first = next(r for r in report["candidates"] if "final re-measure" in r["note"])
     assert first["meets_budget"] is False
@@ -382,8 +380,10 @@ def test_fit_table_is_checked_and_flags_override_it(tmp_path: Path) -> None:
     args = parser.parse_args(["fit", "--config", str(good), "--latency-ms", "5",
                               "--threads", "2", "--noise-margin", "0.2"])
     settings = fit_cli.settings_from_args(args)
-    assert settings.round_to == 16 and settings.threads == 2 and settings.noise_margin == 0.2
-    assert settings.latency_ms == 5 and settings.speedup is None  # the flag replaced the file's
+    assert settings.search.round_to == 16 and settings.measure.threads == 2
+    assert settings.measure.noise_margin == 0.2
+    # the flag replaced the file's
+    assert settings.budget.latency_ms == 5 and settings.budget.speedup is None
     bad = tmp_path / "bad.toml"
     bad.write_text('[fit]\nmodel = "m"\ndata = "d"\nround_too = 16\n')
     with pytest.raises(ConfigError, match=r"bad.toml \[fit\]: key 'round_too'.*round_to"):
@@ -391,6 +391,67 @@ def test_fit_table_is_checked_and_flags_override_it(tmp_path: Path) -> None:
     bad.write_text('[fit]\nruns = "ten"\n')
     with pytest.raises(ConfigError, match="key 'runs': expected an integer"):
         load_fit_table(bad)
+
+
+def test_fit_table_in_sections_is_read_and_its_errors_name_the_dotted_key(
+        tmp_path: Path) -> None:
+    """The [fit] table's sub-tables are the settings' sections; a flat key (a file written
+    before the sections) still reads; a bad key names the file, the key and the fix."""
+    import argparse
+
+    from edgeprune.cli import fit as fit_cli
+
+    good = tmp_path / "fit.toml"
+    good.write_text('[fit.source]\nmodel = "builtin:mnist-cnn"\ndata = "builtin:mnist5k"\n'
+                    '[fit.budget]\nspeedup = 2.0\nmax_accuracy_drop = 1\n'
+                    '[fit.search]\nround_to = 16\nstrategy = "netadapt"\n'
+                    '[fit.device]\ntargets_file = ["x.toml"]\n')
+    assert load_fit_table(good) == {"model": "builtin:mnist-cnn", "data": "builtin:mnist5k",
+                                    "speedup": 2.0, "max_accuracy_drop": 1.0, "round_to": 16,
+                                    "strategy": "netadapt", "targets_file": ("x.toml",)}
+    parser = argparse.ArgumentParser()
+    fit_cli.add_parser(parser.add_subparsers())
+    settings = fit_cli.settings_from_args(parser.parse_args(["fit", "--config", str(good),
+                                                             "--max-accuracy-drop", "2"]))
+    assert settings.budget == FitSettings(model="m", data="d", speedup=2.0,
+                                          max_accuracy_drop=2.0).budget
+    assert settings.search.strategy == "netadapt" and settings.device.target == "local"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[fit.search]\nround_too = 16\n')
+    with pytest.raises(ConfigError, match=r"bad.toml \[fit\]: key 'search.round_too': unknown "
+                                          r"key.*did you mean 'round_to'"):
+        load_fit_table(bad)
+    bad.write_text('[fit.measure]\nruns = "ten"\n')
+    with pytest.raises(ConfigError, match="key 'measure.runs': expected an integer"):
+        load_fit_table(bad)
+    bad.write_text('[fit]\nspeedupp = 2\n')
+    with pytest.raises(ConfigError, match=r"key 'speedupp'.*did you mean 'speedup' "
+                                          r"\(in \[fit.budget\]\)"):
+        load_fit_table(bad)
+    bad.write_text('[fit]\nspeedup = 2\n[fit.budget]\nspeedup = 3\n')
+    with pytest.raises(ConfigError, match="key 'speedup': given twice"):
+        load_fit_table(bad)
+    bad.write_text('[fit]\nbudget = 2\n')
+    with pytest.raises(ConfigError, match="key 'budget': expected a table"):
+        load_fit_table(bad)
+
+
+def test_settings_round_trip_and_name_their_sections() -> None:
+    settings = FitSettings(model="builtin:mnist-cnn", data="builtin:mnist5k", speedup=2,
+                           round_to=16, input_shape=(1, 1, 28, 28), targets_file=("a.toml",))
+    data = json.loads(json.dumps(settings.to_dict()))  # what settings.json holds
+    assert set(data) == {"source", "device", "budget", "search", "finetune", "measure",
+                         "output"}
+    assert data["budget"]["speedup"] == 2 and data["search"]["round_to"] == 16
+    assert FitSettings.from_dict(data) == settings
+    assert settings.replace(round_to=8).search.round_to == 8
+    assert settings.replace(round_to=8).budget == settings.budget
+    with pytest.raises(AttributeError, match="settings.budget.speedup"):
+        _ = settings.speedup
+    with pytest.raises(TypeError, match="did you mean 'speedup'"):
+        FitSettings(model="m", data="d", speedupp=2)
+    with pytest.raises(ConfigError, match=r"settings.json: key 'budget.speedupp'"):
+        FitSettings.from_dict({**data, "budget": {"speedupp": 2}}, source="settings.json")
 
 
 def test_best_miss_is_the_most_accurate_among_the_nearest() -> None:
@@ -406,7 +467,8 @@ def test_best_miss_is_the_most_accurate_among_the_nearest() -> None:
         r.update(measured=True, feasible=True)
 
     ctx: Any = SimpleNamespace(
-        state={"candidates": records}, settings=SimpleNamespace(noise_margin=0.15),
+        state={"candidates": records}, settings=FitSettings(model="m", data="d",
+                                                            noise_margin=0.15),
         excess=lambda r: [("p90 ms", r["latency_ms"], 5.0)])
     assert closest(ctx)["id"] == "c002"
 
@@ -427,12 +489,32 @@ def test_measure_batch_and_threads_are_chosen_for_steady_timings() -> None:
 
 
 def test_every_setting_has_a_flag() -> None:
-    from dataclasses import fields
+    import argparse
 
     from edgeprune.cli import fit as fit_cli
+    from edgeprune.fit.settings import setting_fields
 
-    flagged = {fit_cli._RENAMED.get(flag, flag) for flag in fit_cli._FLAGS}
-    assert flagged == {f.name for f in fields(FitSettings)}
+    parser = argparse.ArgumentParser()
+    sub = fit_cli.add_parser(parser.add_subparsers())
+    dests = {action.dest for action in sub._actions}
+    names = [field.name for _section, _cls, field in setting_fields()]
+    assert len(names) == 44 and len(set(names)) == 44  # unique across sections
+    assert set(names) <= dests
+    args = parser.parse_args(["fit", "--model", "m", "--data", "d", "--epochs", "3",
+                              "--speedup", "2", "--round-to", "16", "--threads", "2", "--tflite",
+                              "--targets-file", "a.toml", "--input-shape", "1,28,28",
+                              "--accept-new-host-key", "--seed", "7"])
+    settings = fit_cli.settings_from_args(args)
+    assert settings.finetune.final_epochs == 3 and settings.budget.speedup == 2
+    assert settings.search.round_to == 16 and settings.measure.threads == 2
+    assert settings.output.tflite and settings.device.accept_new_host_key
+    assert settings.device.targets_file == ("a.toml",) and settings.source.seed == 7
+    assert settings.source.input_shape == (1, 1, 28, 28)
+    assert settings == FitSettings(model="m", data="d", final_epochs=3, speedup=2, round_to=16,
+                                   threads=2, tflite=True, targets_file=["a.toml"],
+                                   input_shape=[1, 1, 28, 28], accept_new_host_key=True, seed=7)
+    with pytest.raises(SystemExit):  # one latency budget: --latency-ms or --speedup
+        parser.parse_args(["fit", "--latency-ms", "5", "--speedup", "2"])
 
 
 def test_a_fit_that_failed_before_its_first_step_can_be_rerun(

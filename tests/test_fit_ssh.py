@@ -50,7 +50,8 @@ def test_fit_over_loopback_ssh(sshd: SSHServer, known_hosts: Path, tmp_path: Pat
     assert {"unpruned"} < {entry["role"] for entry in log}
     assert all(entry["p90_ms"] > 0 for entry in log)
     settings = json.loads((out / "settings.json").read_text())["settings"]
-    assert settings["identity_file"] == str(sshd.client_key)  # a path, never a secret
+    # a path, never a secret
+    assert settings["device"]["identity_file"] == str(sshd.client_key)
     assert (out / "model.onnx").exists() and (out / "report.html").exists()
     # per-run temp dirs on the device are removed after every measurement
     assert _device_run_dirs(sshd) == before, capsys.readouterr().err[-4000:]

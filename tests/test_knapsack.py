@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from edgeprune.fit import FitBudgetNotMetError, FitSettings, fit
-from edgeprune.fit.candidates import _layer_macs, layer_costs
+from edgeprune.fit.candidates import _layer_macs
+from edgeprune.fit.layers import layer_costs
 from edgeprune.fit.search.knapsack import ALIGN, X86_ALIGN, Cost, RooflineModel, allocate
 from edgeprune.pruning import engine
 from edgeprune.pruning.prune import PruneConfig, prune, round_kept
@@ -75,7 +76,9 @@ def test_roofline_model_recovers_the_device_it_was_measured_on() -> None:
 
 def _ctx(groups: dict[str, int], round_to: int = 1) -> Any:
     return SimpleNamespace(
-        groups=groups, settings=SimpleNamespace(round_to=round_to, max_ratio=0.9),
+        groups=groups, settings=FitSettings(model="m", data="d", round_to=round_to,
+                                            max_ratio=0.9),
+        state={}, channel_scores=dict,
         min_width=lambda r: max(1, round(groups[r] * 0.1)),
         round_width=lambda r, k: round_kept(k, groups[r], round_to))
 

@@ -108,22 +108,51 @@ def test_a_users_settings_json_does_not_make_a_directory_a_fit_run(tmp_path: Pat
         RunDir(alone).start({"model": "m"}, force=False)
 
 
+# settings.json of a run written before the settings had sections (and before tradeoff_points)
+FLAT_SETTINGS = {
+    "model": "builtin:mnist-cnn", "data": "builtin:mnist5k", "target": "local", "profile": None,
+    "identity_file": None, "known_hosts": None, "accept_new_host_key": False, "python": None,
+    "targets_file": [], "profiles_file": [], "weights": None, "input_shape": None,
+    "strategy": "auto", "latency_ms": None, "speedup": 2.0, "max_accuracy_drop": None,
+    "memory_mb": None, "size_mb": None, "criterion": "l2", "round_to": 1, "max_ratio": 0.9,
+    "batch_size": 64, "measure_batch": None, "threads": None, "step_epochs": 1,
+    "step_batches": 20, "final_epochs": 2, "final_batches": 0, "lr": 0.01, "eval_batches": 0,
+    "max_steps": 12, "uniform_tolerance": 0.1, "netadapt_step": 0.1, "netadapt_proposals": 8,
+    "runs": 30, "warmup": 5, "max_repeats": 0, "max_measurements": 30, "noise_margin": 0.15,
+    "verify_pairs": 2, "exporter": "auto", "tflite": False, "seed": 0}
+
+
 def test_a_run_written_before_a_setting_existed_still_resumes(tmp_path: Path) -> None:
     """settings.json of an older version lacks tradeoff_points: --resume reads it as 0 (what that
-    version did) and the stored settings match, so the run continues instead of being refused."""
+    version did) and the stored settings match, so the run continues instead of being refused.
+    It is also flat (written before the settings had sections): read the same."""
     from edgeprune.fit import FitSettings
     from edgeprune.fit.rundir import RunDir
 
     run = RunDir(tmp_path / "old")
-    today = FitSettings(model="builtin:mnist-cnn", data="builtin:mnist5k", speedup=2.0)
-    old = today.to_dict()
-    del old["tradeoff_points"]
+    old = dict(FLAT_SETTINGS)
     assert run.start(old, force=False) is False
     (tmp_path / "old" / "state.json").write_text("{}")
     resumed = FitSettings.from_dict(run.read_settings()["settings"])
-    assert resumed.tradeoff_points == 0
+    assert resumed.search.tradeoff_points == 0
+    assert resumed == FitSettings(model="builtin:mnist-cnn", data="builtin:mnist5k",
+                                  speedup=2.0, tradeoff_points=0)
     assert run.start(resumed.to_dict(), force=False,
                      normalize=lambda d: FitSettings.from_dict(d).to_dict()) is True
+
+
+def test_a_flat_run_with_other_settings_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    from edgeprune.errors import OutputExistsError
+    from edgeprune.fit import FitSettings
+    from edgeprune.fit.rundir import RunDir
+
+    run = RunDir(tmp_path / "old")
+    run.start({**FLAT_SETTINGS, "tradeoff_points": 3}, force=False)
+    (tmp_path / "old" / "state.json").write_text("{}")
+    wanted = FitSettings(model="builtin:mnist-cnn", data="builtin:mnist5k", speedup=3.0)
+    with pytest.raises(OutputExistsError, match=r"budget.speedup: 2.0 there, 3.0 now"):
+        run.start(wanted.to_dict(), force=False,
+                  normalize=lambda d: FitSettings.from_dict(d).to_dict())
 
 
 def test_prune_force_never_replaces_another_tools_model_json_dir(

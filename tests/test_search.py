@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from edgeprune.errors import ConfigError
-from edgeprune.fit.search.base import (
+from edgeprune.fit.search import (
     LatencyModel,
     get_strategy,
     list_strategies,

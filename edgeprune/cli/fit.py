@@ -8,8 +8,9 @@ report are still written); 1 errors; 2 bad flags; 130 interrupted (run the same 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+import types
+import typing
 from typing import Any
 
 from edgeprune.cli._common import add_force, parse_shape
@@ -42,106 +43,61 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Exit codes: 0 met, 3 cannot be met (best candidate and report still written), 1 error, "
         "2 bad flags, 130 interrupted (run again to resume).")
     p.add_argument("--config", metavar="FILE", help="TOML file whose [fit] table holds settings "
-                   "(keys as the flags, with underscores); flags override it")
-    p.add_argument("--model", metavar="SPEC", help="model spec (builtin:NAME, torchvision:NAME, "
-                   "file.py:factory, ...)")
-    p.add_argument("--weights", metavar="FILE", help="state dict for the model")
-    p.add_argument("--input-shape", metavar="[N,]C,H,W", type=parse_shape,
-                   help="model input shape, batch 1 if omitted (default: what the spec knows)")
-    p.add_argument("--data", metavar="SPEC", help="real data: builtin:mnist5k, imagefolder:PATH, "
-                   "cifar10:PATH, file.py:factory")
-    add_target_options(p, default=None)  # None: a [fit] table may name it; else local
-    for action in p._actions:
-        if action.dest == "target":
-            action.help = ("a named target (edgeprune targets list) or a one-off SSH device "
-                           "(default: the --config file's, else local)")
-    budget = p.add_argument_group("budgets (override the profile's)")
-    latency = budget.add_mutually_exclusive_group()
-    latency.add_argument("--latency-ms", type=float, metavar="X",
-                         help="latency budget in ms per measured batch (batch 1 unless "
-                         "--measure-batch)")
-    latency.add_argument("--speedup", type=float, metavar="X", help="latency budget as a "
-                         "speed-up over the unpruned model measured in the same run, side by side")
-    budget.add_argument("--max-accuracy-drop", type=float, metavar="P",
-                        help="allowed top-1 loss in percentage points")
-    budget.add_argument("--memory-mb", type=float, metavar="M",
-                        help="peak RSS budget while measuring (judged at the measured batch)")
-    budget.add_argument("--size-mb", type=float, metavar="S", help="ONNX size budget")
-    search = p.add_argument_group("search")
-    search.add_argument("--strategy", default=None, metavar="NAME",
-                        help="search strategy: auto (default: knapsack with a latency budget, else "
-                        "uniform), knapsack, netadapt or uniform (the baseline)")
-    search.add_argument("--criterion", default=None, metavar="NAME",
-                        help="importance (default l2)")
-    search.add_argument("--round-to", type=int, default=None, metavar="N", help="keep channel "
-                        "counts multiples of N (SIMD width: 16 for AVX-512 onnxruntime kernels)")
-    search.add_argument("--max-ratio", type=float, default=None, metavar="R",
-                        help="no group loses more than this fraction (default 0.9)")
-    search.add_argument("--max-steps", type=int, default=None, metavar="N")
-    search.add_argument("--uniform-tolerance", type=float, default=None, metavar="T",
-                        help="uniform: stop when the ratio interval is this narrow (default 0.1)")
-    search.add_argument("--netadapt-step", type=float, default=None, metavar="F",
-                        help="netadapt: latency cut per step, fraction of the unpruned (0.1)")
-    search.add_argument("--tradeoff-points", type=int, default=None, metavar="N",
-                        help="candidates added after the search — a safety point --noise-margin "
-                        "below the choice (the fallback if its final re-measure misses), then "
-                        "looser and tighter latencies — to draw the trade-off curve in the "
-                        "report (default 3, 0 = none)")
-    search.add_argument("--netadapt-proposals", type=int, default=None, metavar="K",
-                        help="netadapt: groups fine-tuned per step, those needing the fewest "
-                        "channels removed (default 8, 0 = all)")
-    train = p.add_argument_group("fine-tuning")
-    train.add_argument("--batch-size", type=int, default=None, metavar="N",
-                       help="training/evaluation batch (default 64)")
-    train.add_argument("--epochs", type=int, default=None, metavar="N",
-                       help="epochs of the final fine-tune (default 2)")
-    train.add_argument("--final-batches", type=int, default=None, metavar="N",
-                       help="batches per final fine-tune epoch, 0 = all (default 0)")
-    train.add_argument("--step-epochs", type=int, default=None, metavar="N",
-                       help="epochs of each short fine-tune between steps (default 1)")
-    train.add_argument("--step-batches", type=int, default=None, metavar="N",
-                       help="batches per short fine-tune epoch, 0 = all (default 20)")
-    train.add_argument("--lr", type=float, default=None, metavar="LR", help="default 0.01")
-    train.add_argument("--eval-batches", type=int, default=None, metavar="N",
-                       help="val batches per candidate's accuracy, 0 = all (default 0)")
-    meas = p.add_argument_group("measuring")
-    meas.add_argument("--measure-batch", type=int, default=None, metavar="N",
-                      help="batch of the timed ONNX (default: 1 for an absolute budget; for "
-                      "--speedup, enough inputs for about 1 GMAC a run)")
-    meas.add_argument("--threads", type=int, default=None, metavar="N",
-                      help="intra-op threads (default: the profile's; 1 on the local target)")
-    meas.add_argument("--runs", type=int, default=None, metavar="N",
-                      help="timed runs per measurement (default 30)")
-    meas.add_argument("--warmup", type=int, default=None, metavar="N", help="default 5")
-    meas.add_argument("--max-repeats", type=int, default=None, metavar="N",
-                      help="repeats of a noisy attempt inside one measurement (default 0)")
-    meas.add_argument("--max-measurements", type=int, default=None, metavar="N",
-                      help="cap on device measurements for the whole fit (default 30)")
-    meas.add_argument("--noise-margin", type=float, default=None, metavar="F",
-                      help="re-measure results within this fraction of the budget (0.15)")
-    meas.add_argument("--verify-pairs", type=int, default=None, metavar="N",
-                      help="re-measurements of the final model (default 2)")
-    p.add_argument("--exporter", default=None, metavar="NAME", help="ONNX exporter (auto)")
-    p.add_argument("--tflite", action="store_true", default=None,
-                   help="also write model.tflite (needs the optional extra edgeprune[tflite])")
-    p.add_argument("--seed", type=int, default=None)
+                   "([fit.budget], [fit.search], ... with the flags' names, underscores for "
+                   "dashes); flags override it")
+    _add_setting_flags(p)
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/fit-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its settings")
     add_force(p)
     return p
 
 
-# flag dest -> FitSettings field (the same name unless listed)
-_RENAMED = {"epochs": "final_epochs"}
-_FLAGS = ("target", "profile", "identity_file", "known_hosts", "accept_new_host_key", "python",
-          "targets_file", "profiles_file", "model", "weights", "input_shape", "data",
-          "latency_ms", "speedup",
-          "max_accuracy_drop", "memory_mb", "size_mb", "strategy", "criterion", "round_to",
-          "max_ratio", "max_steps", "uniform_tolerance", "netadapt_step", "netadapt_proposals",
-          "tradeoff_points", "batch_size", "epochs", "final_batches", "step_epochs",
-          "step_batches", "lr",
-          "eval_batches", "measure_batch", "threads", "runs", "warmup", "max_repeats",
-          "max_measurements", "noise_margin", "verify_pairs", "exporter", "tflite", "seed")
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per setting, generated from the settings' sections (edgeprune.fit.settings):
+    ``--<name>`` (or the field's ``flag``), its help and metavar, the section's argument group.
+    Every default is None (False / [] for switches and repeatable flags): a flag not given
+    leaves the --config file's value or the setting's default."""
+    from dataclasses import fields
+
+    from edgeprune.fit.settings import SECTIONS
+
+    for name, cls in SECTIONS.items():
+        if name == "device":  # the device options every device command shares
+            add_target_options(p, default=None)  # None: a [fit] table may name it; else local
+            for action in p._actions:
+                if action.dest == "target":
+                    action.help = ("a named target (edgeprune targets list) or a one-off SSH "
+                                   "device (default: the --config file's, else local)")
+            continue
+        group: Any = p.add_argument_group(cls.TITLE) if cls.TITLE else p
+        exclusive: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
+        for field in fields(cls):
+            meta = field.metadata
+            kwargs: dict[str, Any] = {"dest": field.name, "default": None}
+            for key in ("metavar", "help"):
+                if meta.get(key):
+                    kwargs[key] = meta[key]
+            kind = _value_type(hints[field.name])
+            if kind is bool:
+                kwargs.pop("metavar", None)
+                kwargs["action"] = "store_true"
+            else:
+                kwargs["type"] = parse_shape if kind is tuple else kind
+            where = group
+            if meta.get("exclusive"):
+                if meta["exclusive"] not in exclusive:
+                    exclusive[meta["exclusive"]] = group.add_mutually_exclusive_group()
+                where = exclusive[meta["exclusive"]]
+            where.add_argument("--" + (meta.get("flag") or field.name).replace("_", "-"),
+                               **kwargs)
+
+
+def _value_type(hint: Any) -> Any:
+    """``int`` for ``int | None``, ``tuple`` for a tuple type, else the type itself."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return tuple if typing.get_origin(hint) is tuple else hint
 
 
 def _unset(value: Any) -> bool:
@@ -151,12 +107,12 @@ def _unset(value: Any) -> bool:
 def settings_from_args(args: argparse.Namespace) -> Any:
     """FitSettings from the [fit] table of --config (if any) with the flags laid over it."""
     from edgeprune.errors import UsageError
-    from edgeprune.fit import FitSettings, load_fit_table
+    from edgeprune.fit.settings import FitSettings, load_fit_table, setting_fields
 
     given: dict[str, Any] = load_fit_table(args.config) if args.config else {}
     # not given: None, and for the switch and the repeatable flags False / []
-    flags = {_RENAMED.get(flag, flag): getattr(args, flag) for flag in _FLAGS
-             if not _unset(getattr(args, flag))}
+    flags = {field.name: getattr(args, field.name) for _section, _cls, field in setting_fields()
+             if not _unset(getattr(args, field.name))}
     if "latency_ms" in flags or "speedup" in flags:  # a latency flag replaces the file's
         given.pop("latency_ms", None)
         given.pop("speedup", None)
@@ -172,7 +128,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune.fit import FitBudgetNotMetError, fit, resume
     from edgeprune.fit.report import summary_text
 
-    progress = None if out.json else _progress(out)
+    # fit's own stages only: the fine-tunes and exports inside each step would drown them
+    progress = None if out.json else out.progress_for("fit", "candidate", "measure")
     try:
         # Ctrl-C or SIGTERM (a cancelled CI job; cli.main makes both stick): the device is
         # cleaned up and the run directory keeps its last completed step for --resume
@@ -204,12 +161,3 @@ def _where(report: dict[str, Any]) -> str:
     if tflite:
         lines.append(f"tflite: {run_dir}/{tflite} (batch 1)")
     return "\n".join(lines)
-
-
-def _progress(out: Output) -> Any:
-    def emit(event: dict[str, Any]) -> None:
-        if event.get("stage") in ("fit", "candidate", "measure") and event.get("message"):
-            sys.stderr.write(f"  {event['message']}\n")
-            sys.stderr.flush()
-
-    return emit

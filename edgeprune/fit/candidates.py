@@ -1,6 +1,7 @@
 """Candidates: prune to given widths, fine-tune briefly, score; export and judge on the device.
 
 :class:`Candidates` is the :class:`edgeprune.fit.search.base.SearchContext` a strategy talks to.
+The tables latency models price widths with are in :mod:`edgeprune.fit.layers`.
 Records are plain dicts (they go to ``state.json`` and the report as they are); models of
 measured candidates are saved under ``models/<id>`` so a resumed run finds its parents. How a
 candidate is measured — beside the unpruned model for a relative budget, again when it lands near
@@ -19,9 +20,11 @@ import torch
 from torch import nn
 
 from edgeprune._signals import raise_if_interrupted
-from edgeprune.fit.measuring import INFEASIBLE, Bench, Comparison, resolve_threads
+from edgeprune.fit.budgets import ResolvedBudgets
+from edgeprune.fit.layers import layer_costs, mac_slopes
+from edgeprune.fit.measuring import INFEASIBLE, Bench, Comparison, MeasureFn, resolve_threads
 from edgeprune.fit.rundir import RunDir
-from edgeprune.fit.settings import FitSettings, ResolvedBudgets, auto_measure_batch
+from edgeprune.fit.settings import FitSettings, auto_measure_batch
 from edgeprune.models import pruned_dir
 from edgeprune.models.cost import count_macs, count_params, layer_macs
 from edgeprune.pruning import engine
@@ -36,7 +39,8 @@ class Candidates:
 
     def __init__(self, settings: FitSettings, run: RunDir, state: dict[str, Any],
                  base_model: nn.Module, bundle: Any, spec: str, input_shape: tuple[int, ...],
-                 target: Any, profile: Any, budgets: ResolvedBudgets, emit: Emit) -> None:
+                 target: Any, profile: Any, budgets: ResolvedBudgets, emit: Emit,
+                 measure: MeasureFn | None = None) -> None:
         from edgeprune.data import calibration_batches, example_input
 
         self.settings = settings
@@ -51,27 +55,26 @@ class Candidates:
         self.budgets = budgets
         self.emit = emit
         self.example = example_input(bundle, 2)
-        self.calibration = (calibration_batches(bundle, 4, settings.batch_size, split="train",
-                                                seed=settings.seed)
-                            if settings.criterion in ("activation", "taylor") else None)
+        self.calibration = (calibration_batches(bundle, 4, settings.finetune.batch_size,
+                                                split="train", seed=settings.source.seed)
+                            if settings.search.criterion in ("activation", "taylor") else None)
         self._models: dict[str, nn.Module] = {}
         self._histories: dict[str, list[dict[str, Any]]] = {}
-        self._macs: dict[tuple[int, ...], int] = {}
         if "groups" not in state:
             graph = engine.build_graph(self.base_model, self.example)
             state["groups"] = {g.root: g.size for g in engine.channel_groups(graph)}
         self.groups: dict[str, int] = dict(state["groups"])
         if "measure_batch" not in state:
             macs = count_macs(self.base_model, self.example) // self.example.shape[0]
-            state["measure_batch"] = settings.measure_batch or auto_measure_batch(
+            state["measure_batch"] = settings.measure.measure_batch or auto_measure_batch(
                 macs, budgets.relative)
         if "threads" not in state:
-            state["threads"] = resolve_threads(settings.threads, target, profile)
+            state["threads"] = resolve_threads(settings.measure.threads, target, profile)
         self.measure_batch = int(state["measure_batch"])
         self.measure_input = _batch_of(bundle, self.measure_batch)
-        self.bench = Bench(settings, target, profile, run.path, state["threads"], emit)
+        self.bench = Bench(settings, target, profile, run.path, state["threads"], emit, measure)
         # kept free for the final checks: verify pairs, and the deployable beside the unpruned
-        self.reserve = 2 * settings.verify_pairs + 2
+        self.reserve = 2 * settings.measure.verify_pairs + 2
 
     # --- SearchContext surface ------------------------------------------------------------------
     @property
@@ -84,7 +87,7 @@ class Candidates:
 
     @property
     def max_ratio(self) -> float:
-        return self.settings.max_ratio
+        return self.settings.search.max_ratio
 
     @property
     def latency_budget_ms(self) -> float | None:
@@ -93,11 +96,11 @@ class Candidates:
 
     def min_width(self, root: str) -> int:
         original = self.groups[root]
-        low = max(1, math.ceil(original * (1 - self.settings.max_ratio) - 1e-9))
-        return round_kept(low, original, self.settings.round_to)
+        low = max(1, math.ceil(original * (1 - self.settings.search.max_ratio) - 1e-9))
+        return round_kept(low, original, self.settings.search.round_to)
 
     def round_width(self, root: str, kept: int) -> int:
-        return round_kept(kept, self.groups[root], self.settings.round_to)
+        return round_kept(kept, self.groups[root], self.settings.search.round_to)
 
     def candidate(self, cid: str) -> Record:
         for record in self.state["candidates"]:
@@ -106,7 +109,8 @@ class Candidates:
         raise KeyError(cid)
 
     def latency(self, record: Record) -> float | None:
-        """The latency budgets are judged on: load-corrected when paired (see _measuring)."""
+        """The latency budgets are judged on: load-corrected when paired
+        (see :mod:`edgeprune.fit.measuring`)."""
         value = record.get("latency_ms")
         return None if value is None else float(value)
 
@@ -141,31 +145,12 @@ class Candidates:
             out.append(("size MB", record["size_bytes"] / 1e6, size_limit))
         return out
 
-    def macs_of(self, widths: Mapping[str, int]) -> int:
-        key = tuple(widths[g] for g in self.groups)
-        if key not in self._macs:
-            model, _steps = self._prune_to(self.base_model, dict(self.groups), dict(widths))
-            self._macs[key] = count_macs(model, self.example)
-        return self._macs[key]
-
     def mac_slopes(self) -> dict[str, float]:
         """Per group: the fraction of the unpruned model's conv/linear MACs saved per unit
-        fraction of the group's channels removed — first order, from the group's members and one
-        forward pass, without pruning anything (a prune of MobileNetV2 takes ~30 s here)."""
+        fraction of the group's channels removed (:func:`edgeprune.fit.layers.mac_slopes`)."""
         if "mac_slopes" not in self.state:
-            graph = engine.build_graph(self.base_model, self.example)
-            macs = _layer_macs(self.base_model, self.example)
-            total = sum(macs.values()) or 1
-            slopes: dict[str, float] = {}
-            for group in engine.channel_groups(graph):
-                cut: dict[str, float] = {}  # module -> fraction of its cut dimension in the group
-                for member in group.members:
-                    size = _dim_size(member.module, member.dim)
-                    if member.name in macs and size:
-                        cut[member.name] = max(cut.get(member.name, 0.0),
-                                               len(member.idxs) / size)
-                slopes[group.root] = sum(f * macs[n] for n, f in cut.items()) / total
-            self.state["mac_slopes"] = slopes
+            self.state["mac_slopes"] = mac_slopes(self.base_model, self.example,
+                                                  _layer_macs(self.base_model, self.example))
         return dict(self.state["mac_slopes"])
 
     def layer_costs(self) -> list[dict[str, Any]]:
@@ -173,7 +158,7 @@ class Candidates:
         elements per input, and the fraction of its input and output channels each group cuts.
 
         What a latency model needs to predict MACs and memory traffic of *any* widths without
-        pruning (see :mod:`edgeprune.search_knapsack`); one forward pass, cached in the state.
+        pruning (see :mod:`edgeprune.fit.search.knapsack`); one forward pass, cached in the state.
         """
         if "layer_costs" not in self.state:
             self.state["layer_costs"] = layer_costs(self.base_model, self.example, self.groups)
@@ -185,8 +170,8 @@ class Candidates:
         if "channel_scores" not in self.state:
             from edgeprune.pruning.prune import channel_scores
 
-            raw = channel_scores(self.base_model, self.example, self.settings.criterion,
-                                 calibration=self.calibration, seed=self.settings.seed)
+            raw = channel_scores(self.base_model, self.example, self.settings.search.criterion,
+                                 calibration=self.calibration, seed=self.settings.source.seed)
             scores: dict[str, list[float]] = {}
             for root in self.groups:
                 values = sorted(raw.get(root) or [1.0] * self.groups[root])
@@ -226,7 +211,8 @@ class Candidates:
                 return record
         parent_model = self.model(parent)
         model, steps = self._prune_to(parent_model, parent_record["widths"], widths)
-        result = self._finetune(model, self.settings.step_epochs, self.settings.step_batches)
+        tune = self.settings.finetune
+        result = self._finetune(model, tune.step_epochs, tune.step_batches)
         record = self._record(widths, model, kind=kind, step=step, parent=parent,
                               note=note, accuracy=result.final.top1,
                               predicted_latency_ms=predicted_latency_ms)
@@ -262,8 +248,8 @@ class Candidates:
                   for root in self.groups if widths[root] < current[root]}
         if not ratios:
             return copy.deepcopy(model), []
-        config = PruneConfig(criterion=self.settings.criterion, layer_ratios=ratios,
-                             only_listed=True, seed=self.settings.seed)
+        config = PruneConfig(criterion=self.settings.search.criterion, layer_ratios=ratios,
+                             only_listed=True, seed=self.settings.source.seed)
         result = prune(model, self.example, config, calibration=self.calibration)
         return result.model, [dict(step) for step in result.history]
 
@@ -274,10 +260,11 @@ class Candidates:
         from edgeprune.training.finetune import finetune
         from edgeprune.training.recipes import get_recipe
 
+        tune = self.settings.finetune
         recipe = get_recipe("full", epochs=epochs, max_batches_per_epoch=batches,
-                            val_max_batches=max(self.settings.eval_batches, 1) if epochs == 1
-                            else self.settings.eval_batches, lr=self.settings.lr,
-                            seed=self.settings.seed, restore_best=epochs > 1)
+                            val_max_batches=max(tune.eval_batches, 1) if epochs == 1
+                            else tune.eval_batches, lr=tune.lr,
+                            seed=self.settings.source.seed, restore_best=epochs > 1)
         return finetune(model, self.bundle.train, self.bundle.val, recipe)
 
     def _record(self, widths: dict[str, int], model: nn.Module, *, kind: str, step: int,
@@ -308,7 +295,7 @@ class Candidates:
             example = self.measure_input if batch == self.measure_batch else \
                 self.measure_input[:batch]
             export_for_measuring(self.base_model, example, path,
-                                 exporter=self.settings.exporter)
+                                 exporter=self.settings.output.exporter)
         return path
 
     def measure(self, cid: str) -> Record:
@@ -340,13 +327,16 @@ class Candidates:
             path = self.baseline_artifact()
         else:
             export_for_measuring(self.model(cid), self.measure_input, path,
-                                 exporter=self.settings.exporter)
+                                 exporter=self.settings.output.exporter)
         record["size_bytes"] = size_on_disk(path)
         self.emit({"stage": "measure", "id": cid, "message": f"measuring {cid} on "
                    f"{self.target.where}" + (" beside the unpruned model" if paired else "")})
         try:
-            comparison = self._compare(path, cid, paired=paired,
-                                       role="unpruned" if first else "candidate")
+            comparison = self.bench.compare(
+                path, cid=cid, role="unpruned" if first else "candidate",
+                batch=self.measure_batch, percentile=self.budgets.latency_percentile,
+                reference=(self.baseline_artifact(), self.baseline_id) if paired else None,
+                again=self._again)
         except INFEASIBLE as exc:
             record.update(measured=True, feasible=False, error=exc.one_line(),
                           meets_budget=False)
@@ -364,7 +354,7 @@ class Candidates:
         self._note_device(comparison.own[0])
         if record["kind"] != "baseline":
             pruned_dir.save(self.model(cid), self.run.model_dir(cid), spec=self.spec,
-                        input_shape=self.input_shape, history=self.history(cid), force=True)
+                            input_shape=self.input_shape, history=self.history(cid), force=True)
         record["meets_budget"] = self.meets(record)
         return record
 
@@ -374,12 +364,10 @@ class Candidates:
         slowed by whatever ran just before it. Ratios, and so every decision, are unchanged."""
         if not self.budgets.relative:
             return
-        key = f"p{self.budgets.latency_percentile}_ms"
-        values = [float(e[key]) for e in self.bench.entries() if e.get("role") == "unpruned"
-                  and e.get("batch") == self.measure_batch and e.get(key)]
-        if not values:
+        base_ms = self.bench.lowest(f"p{self.budgets.latency_percentile}_ms", role="unpruned",
+                                    batch=self.measure_batch)
+        if base_ms is None:
             return
-        base_ms = min(values)
         self.state["baseline_ms"] = base_ms
         self.state["latency_limit_ms"] = self.budgets.latency_limit_ms(base_ms)
         for record in self.state["candidates"]:
@@ -387,35 +375,21 @@ class Candidates:
                 record["latency_ms"] = float(record["latency_ratio"]) * base_ms
                 record["meets_budget"] = self.meets(record)
 
-    def _compare(self, path: Path, cid: str, *, paired: bool, role: str) -> Comparison:
-        comparison = Comparison(self.budgets.latency_percentile)
-        if paired:
-            ref = self.bench.run(self.baseline_artifact(), cid=self.baseline_id,
-                                 role="unpruned", batch=self.measure_batch)
-            own = self.bench.run(path, cid=cid, role=role, batch=self.measure_batch)
-            comparison.add_pair(own, ref)
-            if self._near_budget(comparison) and self.can_measure(2):
-                own = self.bench.run(path, cid=cid, role=role, batch=self.measure_batch)
-                ref = self.bench.run(self.baseline_artifact(), cid=self.baseline_id,
-                                     role="unpruned", batch=self.measure_batch)
-                comparison.add_pair(own, ref)
-            return comparison
-        comparison.add_own(self.bench.run(path, cid=cid, role=role, batch=self.measure_batch))
-        if "baseline_ms" in self.state and self._near_budget(comparison) and \
-                self.can_measure(1):
-            comparison.add_own(self.bench.run(path, cid=cid, role=role,
-                                              batch=self.measure_batch))
-        return comparison
+    def _again(self, comparison: Comparison, invocations: int) -> bool:
+        """Measure once more: the result is near the budget and there is room for it."""
+        return "baseline_ms" in self.state and self._near_budget(comparison) and \
+            self.can_measure(invocations)
 
     def _near_budget(self, comparison: Comparison) -> bool:
         limit = self.latency_budget_ms
         if limit is None:
             return False
         latency = comparison.summary(float(self.state["baseline_ms"]))["latency_ms"]
-        near = abs(latency / limit - 1) <= self.settings.noise_margin
+        margin = self.settings.measure.noise_margin
+        near = abs(latency / limit - 1) <= margin
         if near:
             self.emit({"stage": "measure", "message": f"{latency:.3g} ms is within "
-                       f"{self.settings.noise_margin:.0%} of the budget {limit:.3g} ms: "
+                       f"{margin:.0%} of the budget {limit:.3g} ms: "
                        "measuring again"})
         return near
 
@@ -453,66 +427,6 @@ def _layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
     (:func:`edgeprune.models.cost.layer_macs` divided by the batch)."""
     batch = example.shape[0]
     return {name: macs / batch for name, macs in layer_macs(model, example).items()}
-
-
-def layer_costs(model: nn.Module, example: torch.Tensor,
-                groups: Mapping[str, int]) -> list[dict[str, Any]]:
-    """See :meth:`Candidates.layer_costs`; ``groups`` are the roots the search prunes."""
-    graph = engine.build_graph(model, example)
-    sizes = _layer_sizes(model, example)
-    cuts: dict[str, dict[str, dict[str, float]]] = {name: {"in": {}, "out": {}} for name in sizes}
-    for group in engine.channel_groups(graph):
-        if group.root not in groups:
-            continue
-        for member in group.members:
-            size = _dim_size(member.module, member.dim)
-            if member.name in cuts and size and not member.param:
-                cut = cuts[member.name][member.dim]
-                cut[group.root] = max(cut.get(group.root, 0.0), len(member.idxs) / size)
-    return [{"name": name, **sizes[name], "cut_in": cuts[name]["in"],
-             "cut_out": cuts[name]["out"]} for name in sizes]
-
-
-def _layer_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, dict[str, Any]]:
-    """Per conv/linear layer, per input: MACs, input/output activation elements, weights."""
-    found: dict[str, dict[str, Any]] = {}
-    hooks = []
-
-    def hook(name: str) -> Callable[..., None]:
-        def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            batch = output.shape[0]
-            out_elems = output.numel() / batch
-            depthwise = False
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                macs = out_elems * module.in_channels / module.groups * kh * kw
-                depthwise = module.groups > 1 and module.groups == module.in_channels
-            else:
-                macs = out_elems * module.in_features
-            found[name] = {"macs": macs, "in_elems": inputs[0].numel() / batch,
-                           "out_elems": out_elems, "weights": module.weight.numel(),
-                           "depthwise": depthwise}
-
-        return record
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            hooks.append(module.register_forward_hook(hook(name)))
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for handle in hooks:
-            handle.remove()
-    return found
-
-
-def _dim_size(module: nn.Module, dim: str) -> int:
-    if isinstance(module, nn.Conv2d):
-        return module.out_channels if dim == "out" else module.in_channels
-    if isinstance(module, nn.Linear):
-        return module.out_features if dim == "out" else module.in_features
-    return 0
 
 
 def _batch_of(bundle: Any, n: int) -> torch.Tensor:

@@ -12,14 +12,17 @@ at batch 1 beside the unpruned model at batch 1, so the report says what a user 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeprune.fit.measuring import INFEASIBLE, Comparison, geomean
+
+if TYPE_CHECKING:
+    from edgeprune.fit.candidates import Candidates
 
 Record = dict[str, Any]
 
 
-def finish(ctx: Any, state: dict[str, Any]) -> None:
+def finish(ctx: Candidates, state: dict[str, Any]) -> None:
     """Fill ``state["final"]`` and ``state["outcome"]``; write model/, model.onnx (+ -bN)."""
     tried: list[str] = []
     chosen_id = state.get("chosen_id")
@@ -36,7 +39,7 @@ def finish(ctx: Any, state: dict[str, Any]) -> None:
         record["note"] += (f"; missed the budget on the final re-measure "
                            f"({final['verify'].get('latency_ms', 0):.3g} ms)")
         fallback = _faster_meeting(ctx, chosen_id, tried)
-        if fallback is None or ctx.bench.left < 2 * ctx.settings.verify_pairs + 2:
+        if fallback is None or ctx.bench.left < 2 * ctx.settings.measure.verify_pairs + 2:
             break
         ctx.emit({"stage": "fit", "message": f"{chosen_id} missed the budget on the final "
                   f"re-measure; trying the next faster candidate {fallback}"})
@@ -46,31 +49,31 @@ def finish(ctx: Any, state: dict[str, Any]) -> None:
     state["outcome"] = outcome
 
 
-def _finish_chosen(ctx: Any, state: dict[str, Any],
+def _finish_chosen(ctx: Candidates, state: dict[str, Any],
                    cid: str) -> tuple[dict[str, Any], dict[str, Any]]:
     from edgeprune.training.evaluate import evaluate
 
-    settings = ctx.settings
+    tune, meas = ctx.settings.finetune, ctx.settings.measure
     baseline = ctx.candidate(ctx.baseline_id)
     model = ctx.model(cid)
     finetuned = cid != ctx.baseline_id
     if finetuned:
         ctx.emit({"stage": "fit", "message": f"final fine-tune of {cid}: "
-                  f"{settings.final_epochs} epoch{'s' if settings.final_epochs != 1 else ''}"})
-        ctx.finetune(model, settings.final_epochs, settings.final_batches)
+                  f"{tune.final_epochs} epoch{'s' if tune.final_epochs != 1 else ''}"})
+        ctx.finetune(model, tune.final_epochs, tune.final_batches)
     final_acc = evaluate(model, ctx.bundle.val).top1
     final = _write(ctx, state, cid, model, final_acc, finetuned)
     verify_path = ctx.run.path / (final["measured_artifact"])
     ctx.emit({"stage": "fit", "message": f"re-measuring the final model {cid} "
-              f"({settings.verify_pairs}× beside the unpruned)" if ctx.budgets.relative
+              f"({meas.verify_pairs}× beside the unpruned)" if ctx.budgets.relative
               else f"re-measuring the final model {cid}"})
     if cid == ctx.baseline_id and ctx.budgets.relative:
         verified: dict[str, Any] = {}  # the unpruned model is its own reference: ratio 1
     else:
-        verified = verify(ctx, verify_path, cid, settings.verify_pairs)
+        verified = verify(ctx, verify_path, cid, meas.verify_pairs)
     limit = ctx.latency_budget_ms
     if verified.get("latency_ms") and limit is not None and ctx.budgets.relative and \
-            abs(verified["latency_ms"] / limit - 1) <= settings.noise_margin and \
+            abs(verified["latency_ms"] / limit - 1) <= meas.noise_margin and \
             ctx.bench.left >= 4:
         extra = verify(ctx, verify_path, cid, 1)
         verified = _pool(verified, extra, float(state["baseline_ms"]))
@@ -96,7 +99,7 @@ def _finish_chosen(ctx: Any, state: dict[str, Any],
     return {"met": True, "reason": "every budget met"}, final
 
 
-def _write(ctx: Any, state: dict[str, Any], cid: str, model: Any, accuracy: float,
+def _write(ctx: Candidates, state: dict[str, Any], cid: str, model: Any, accuracy: float,
            finetuned: bool) -> dict[str, Any]:
     """model/, model.onnx (batch 1) and model-b<N>.onnx (the measured batch, N > 1)."""
     from edgeprune.artifacts.files import size_on_disk
@@ -104,24 +107,25 @@ def _write(ctx: Any, state: dict[str, Any], cid: str, model: Any, accuracy: floa
     from edgeprune.pipeline.measuring import export_for_measuring
 
     run, settings = ctx.run, ctx.settings
+    exporter = settings.output.exporter
     pruned_dir.save(model, run.path / "model", spec=ctx.spec, input_shape=ctx.input_shape,
-                history=ctx.history(cid),
-                force=True, extra={"fit": {"candidate": cid, "accuracy": accuracy}})
+                    history=ctx.history(cid),
+                    force=True, extra={"fit": {"candidate": cid, "accuracy": accuracy}})
     deployable = run.path / "model.onnx"
-    export_for_measuring(model, ctx.measure_input[:1], deployable, exporter=settings.exporter)
+    export_for_measuring(model, ctx.measure_input[:1], deployable, exporter=exporter)
     measured = deployable
     if ctx.measure_batch > 1:
         measured = run.path / f"model-b{ctx.measure_batch}.onnx"
-        export_for_measuring(model, ctx.measure_input, measured, exporter=settings.exporter)
+        export_for_measuring(model, ctx.measure_input, measured, exporter=exporter)
     extra: dict[str, Any] = {}
-    if settings.tflite:
+    if settings.output.tflite:
         from edgeprune.artifacts.tflite import export_tflite
 
         tflite = run.path / "model.tflite"
         export_tflite(model, ctx.measure_input[:1], tflite, force=True)
         extra = {"tflite": tflite.name, "tflite_size_bytes": size_on_disk(tflite)}
     return {**extra, "candidate": cid, "accuracy": accuracy, "finetuned": finetuned,
-            "epochs": settings.final_epochs if finetuned else 0,
+            "epochs": settings.finetune.final_epochs if finetuned else 0,
             "deployable": deployable.name, "deployable_input_shape": [1, *ctx.input_shape[1:]],
             "deployable_size_bytes": size_on_disk(deployable),
             "measured_artifact": measured.name, "measure_batch": ctx.measure_batch,
@@ -141,13 +145,13 @@ def _pool(a: dict[str, Any], b: dict[str, Any], base_ms: float) -> dict[str, Any
     return pooled
 
 
-def _final_misses(ctx: Any, verified: dict[str, Any], size_bytes: int) -> list[str]:
+def _final_misses(ctx: Candidates, verified: dict[str, Any], size_bytes: int) -> list[str]:
     probe = {"id": "final", "measured": True, "feasible": True, **verified,
              "size_bytes": size_bytes}
     return ctx.misses(probe)
 
 
-def _deployable(ctx: Any, state: dict[str, Any], cid: str,
+def _deployable(ctx: Candidates, state: dict[str, Any], cid: str,
                 final: dict[str, Any]) -> dict[str, Any]:
     if ctx.measure_batch == 1:
         return {"note": "the measured artifact is the deployable (batch 1)"}
@@ -156,7 +160,7 @@ def _deployable(ctx: Any, state: dict[str, Any], cid: str,
     return measure_deployable(ctx, ctx.run.path / final["deployable"], cid)
 
 
-def verify(ctx: Any, path: Path, cid: str, pairs: int) -> dict[str, Any]:
+def verify(ctx: Candidates, path: Path, cid: str, pairs: int) -> dict[str, Any]:
     """Re-measure the final artifact ``pairs`` times (beside the unpruned model when the budget
     is relative, in alternating order); its numbers are the ones reported."""
     comparison = Comparison(ctx.budgets.latency_percentile)
@@ -179,7 +183,7 @@ def verify(ctx: Any, path: Path, cid: str, pairs: int) -> dict[str, Any]:
     return comparison.summary(float(ctx.state["baseline_ms"]))
 
 
-def measure_deployable(ctx: Any, path: Path, cid: str) -> dict[str, Any]:
+def measure_deployable(ctx: Candidates, path: Path, cid: str) -> dict[str, Any]:
     """The batch-1 deployable beside the unpruned model at batch 1: what a user would see."""
     if ctx.bench.left < 2:
         return {}
@@ -196,7 +200,7 @@ def measure_deployable(ctx: Any, path: Path, cid: str) -> dict[str, Any]:
     return summary
 
 
-def _faster_meeting(ctx: Any, cid: str, tried: list[str]) -> str | None:
+def _faster_meeting(ctx: Candidates, cid: str, tried: list[str]) -> str | None:
     """The most accurate candidate that met the budget in the search, faster than ``cid``."""
     latency = ctx.latency(ctx.candidate(cid)) or 0.0
     pool = [r for r in ctx.state["candidates"] if r["id"] not in tried and r.get("meets_budget")
@@ -206,7 +210,7 @@ def _faster_meeting(ctx: Any, cid: str, tried: list[str]) -> str | None:
     return str(max(pool, key=lambda r: (r["accuracy"], -(ctx.latency(r) or 0.0)))["id"])
 
 
-def _best_miss(ctx: Any, state: dict[str, Any], reason: str) -> None:
+def _best_miss(ctx: Candidates, state: dict[str, Any], reason: str) -> None:
     from edgeprune.training.evaluate import evaluate
 
     best = closest(ctx)
@@ -221,7 +225,7 @@ def _best_miss(ctx: Any, state: dict[str, Any], reason: str) -> None:
     state["final"] = _write(ctx, state, best["id"], model, accuracy, False)
 
 
-def closest(ctx: Any) -> Record | None:
+def closest(ctx: Candidates) -> Record | None:
     """The best miss: among runnable measured candidates whose worst budget excess is within
     the noise margin of the smallest excess, the most accurate (the fastest is often much less
     accurate and no nearer to the budget within what can be measured)."""
@@ -233,11 +237,11 @@ def closest(ctx: Any) -> Record | None:
         return max((value / limit for _name, value, limit in ctx.excess(record)), default=1.0)
 
     nearest = min(worst(r) for r in runnable)
-    pool = [r for r in runnable if worst(r) <= nearest * (1 + ctx.settings.noise_margin)]
+    pool = [r for r in runnable if worst(r) <= nearest * (1 + ctx.settings.measure.noise_margin)]
     return max(pool, key=lambda r: (r["accuracy"], -worst(r)))
 
 
-def _miss_reason(ctx: Any, state: dict[str, Any]) -> str:
+def _miss_reason(ctx: Candidates, state: dict[str, Any]) -> str:
     floor = ctx.candidate(state["floor_id"]) if state.get("floor_id") else None
     if floor is not None and floor.get("feasible") and not floor["meets_budget"]:
         return ("even the smallest allowed model (every group pruned by "

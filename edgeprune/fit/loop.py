@@ -13,15 +13,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import FitBudgetNotMetError
+from edgeprune.fit.budgets import ResolvedBudgets, resolve_budgets
+from edgeprune.fit.measuring import MeasureFn
 from edgeprune.fit.rundir import RunDir
-from edgeprune.fit.settings import FitSettings, ResolvedBudgets, resolve_budgets
+from edgeprune.fit.settings import FitSettings
+
+if TYPE_CHECKING:
+    from edgeprune.fit.candidates import Candidates
+    from edgeprune.fit.search import SearchContext, Strategy
 
 Progress = Callable[[dict[str, Any]], None]
-
 
 
 @dataclass(frozen=True)
@@ -37,35 +42,43 @@ class FitResult:
         return {"out": str(self.out), "met": self.met, "reason": self.reason, **self.report}
 
 
-def resume(out: str | Path, *, progress: Progress | None = None) -> FitResult:
+def resume(out: str | Path, *, progress: Progress | None = None,
+           measure: MeasureFn | None = None) -> FitResult:
     """Continue (or re-finish) the run in ``out`` with the settings it was started with."""
     run = RunDir(out)
-    settings = FitSettings.from_dict(run.read_settings()["settings"])
-    return fit(settings, out, progress=progress)
+    settings = FitSettings.from_dict(run.read_settings()["settings"],
+                                     source=str(run.settings_file))
+    return fit(settings, out, progress=progress, measure=measure)
 
 
 def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
-        progress: Progress | None = None) -> FitResult:
-    """Fit ``settings.model`` to the target's budgets; see the module docstring.
+        progress: Progress | None = None, measure: MeasureFn | None = None) -> FitResult:
+    """Fit ``settings.source.model`` to the target's budgets; see the module docstring.
+
+    ``progress`` receives events (``{"stage": "fit" | "candidate" | "measure", "message": ...}``;
+    nothing is printed). ``measure`` replaces :func:`edgeprune.devices.measure.measure` for every
+    device measurement (same signature; tests inject faults with it).
 
     Raises :class:`FitBudgetNotMetError` (exit 3) when the budget cannot be met, after writing
     the best candidate and the full report.
     """
-    from edgeprune.fit.search.base import get_strategy
+    from edgeprune.fit.search import get_strategy
 
     started = time.monotonic()
     emit = progress or (lambda _e: None)
-    strategy = get_strategy(settings.strategy)  # unknown names fail before any work
-    if settings.tflite:
+    strategy = get_strategy(settings.search.strategy)  # unknown names fail before any work
+    if settings.output.tflite:
         _require_tflite_converter()
     from edgeprune._io import refuse_overlap
     from edgeprune.data import input_paths
 
-    refuse_overlap(out, (settings.model, settings.weights, *input_paths(settings.data)),
+    source = settings.source
+    refuse_overlap(out, (source.model, source.weights, *input_paths(source.data)),
                    what="run directory")
     run = RunDir(out)
     resumed = run.start(settings.to_dict(), force=force,
-                        normalize=lambda stored: FitSettings.from_dict(stored).to_dict())
+                        normalize=lambda stored: FitSettings.from_dict(
+                            stored, source=str(run.settings_file)).to_dict())
     state = (run.read_state() if resumed else None) or _fresh_state()
     if state.get("phase") == "done":
         emit({"stage": "fit", "event": "finished-earlier",
@@ -76,7 +89,7 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
     if resumed:
         emit({"stage": "fit", "event": "resume", "step": state["step"],
               "message": f"resuming {out} after step {state['step']} ({state['phase']})"})
-    ctx = _context(settings, run, state, emit)
+    ctx = _context(settings, run, state, emit, measure)
 
     def save(event: str, message: str) -> None:
         state["elapsed_s"] = elapsed_before + time.monotonic() - started
@@ -114,16 +127,16 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
             break
         state["step"] += 1
         state["strategy_state"], done = strategy.step(ctx, state["strategy_state"], state["step"])
-        if done or state["step"] >= settings.max_steps:
+        if done or state["step"] >= settings.search.max_steps:
             state["phase"] = "tradeoff"
             state["chosen_id"] = _chosen(ctx, strategy, state)
         inner = state["strategy_state"].get("inner") if isinstance(
             state["strategy_state"], dict) else None
-        save("step", f"{inner or settings.strategy} step done")
+        save("step", f"{inner or settings.search.strategy} step done")
     while state["phase"] == "tradeoff":
-        from edgeprune.fit import tradeoff
+        from edgeprune.fit.tradeoff import step as tradeoff_step
 
-        save("tradeoff", tradeoff.step(ctx, state))
+        save("tradeoff", tradeoff_step(ctx, state))
     if state["phase"] == "final":
         from edgeprune.fit.final import finish
 
@@ -152,32 +165,34 @@ def _fresh_state() -> dict[str, Any]:
             "cached_measurements": 0, "elapsed_s": 0.0}
 
 
-def _context(settings: FitSettings, run: RunDir, state: dict[str, Any], emit: Progress) -> Any:
+def _context(settings: FitSettings, run: RunDir, state: dict[str, Any], emit: Progress,
+             measure: MeasureFn | None) -> Candidates:
     from edgeprune.devices.profiles import load_profile
     from edgeprune.devices.targets import load_target
     from edgeprune.fit.candidates import Candidates
     from edgeprune.pipeline import ModelSource, load_with_data
 
-    target = load_target(settings.target, extra_files=settings.targets_file,
-                         profile=settings.profile, identity_file=settings.identity_file,
-                         known_hosts=settings.known_hosts,
-                         accept_new=settings.accept_new_host_key, python=settings.python)
-    profile = (load_profile(target.profile, extra_files=settings.profiles_file)
+    device, source = settings.device, settings.source
+    target = load_target(device.target, extra_files=device.targets_file,
+                         profile=device.profile, identity_file=device.identity_file,
+                         known_hosts=device.known_hosts,
+                         accept_new=device.accept_new_host_key, python=device.python)
+    profile = (load_profile(target.profile, extra_files=device.profiles_file)
                if target.profile else None)
     budgets = (ResolvedBudgets.from_dict(state["budgets"]) if "budgets" in state
                else resolve_budgets(settings, profile))
     state["budgets"] = budgets.to_dict()
     loaded, bundle = load_with_data(
-        ModelSource(settings.model, settings.weights, settings.input_shape), settings.data,
-        settings.batch_size, settings.seed, None)
+        ModelSource(source.model, source.weights, source.input_shape), source.data,
+        settings.finetune.batch_size, source.seed, None)
     state.setdefault("data", bundle.to_dict())
     return Candidates(settings, run, state, loaded.model, bundle, loaded.base_spec,
-                      tuple(loaded.input_shape), target, profile, budgets, emit)
+                      tuple(loaded.input_shape), target, profile, budgets, emit, measure)
 
 
-def _floor_step(ctx: Any, state: dict[str, Any], strategy: Any) -> None:
+def _floor_step(ctx: Candidates, state: dict[str, Any], strategy: Strategy) -> None:
     """Measure the smallest allowed model: if even it misses the budget, stop here."""
-    from edgeprune.fit.search.base import uniform_widths
+    from edgeprune.fit.search import uniform_widths
 
     baseline = ctx.candidate(ctx.baseline_id)
     if baseline["meets_budget"]:
@@ -196,11 +211,11 @@ def _floor_step(ctx: Any, state: dict[str, Any], strategy: Any) -> None:
     state["phase"] = "search"
 
 
-def _chosen(ctx: Any, strategy: Any, state: dict[str, Any]) -> str | None:
+def _chosen(ctx: SearchContext, strategy: Strategy, state: dict[str, Any]) -> str | None:
     """The strategy's choice; if it has none, the most accurate candidate that met the device
     budgets anywhere in the run (e.g. the smallest allowed model: the final fine-tune may still
     bring its accuracy back)."""
-    from edgeprune.fit.search.base import best_meeting
+    from edgeprune.fit.search import best_meeting
 
     chosen = strategy.chosen(ctx, state["strategy_state"])
     if chosen is None:
@@ -209,7 +224,7 @@ def _chosen(ctx: Any, strategy: Any, state: dict[str, Any]) -> str | None:
     return chosen
 
 
-def _best_so_far(ctx: Any) -> str:
+def _best_so_far(ctx: Candidates) -> str:
     meeting = [r for r in ctx.state["candidates"] if r.get("meets_budget")]
     if not meeting:
         return ""
@@ -218,7 +233,7 @@ def _best_so_far(ctx: Any) -> str:
             f"{_lat(ctx, best)}")
 
 
-def _lat(ctx: Any, record: dict[str, Any]) -> str:
+def _lat(ctx: Candidates, record: dict[str, Any]) -> str:
     if not record.get("feasible"):
         return "infeasible" if record.get("measured") else "not measured"
     return f"p{ctx.budgets.latency_percentile} {_ms(ctx.latency(record))}"

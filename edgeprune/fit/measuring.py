@@ -11,6 +11,10 @@ Every runner invocation that is not a cache hit is one *device measurement*: eac
 ``measurements.jsonl`` in the run directory the moment it finishes, so measurements of a step
 interrupted by Ctrl-C (and repeated on resume) are still counted. The fit never reuses cached
 timings — a comparison is only meaningful inside one window.
+
+What measures is :func:`edgeprune.devices.measure.measure` unless a ``measure`` callable of the
+same signature is passed down (``fit(..., measure=...)``): tests inject device faults and replay
+timings that way.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import DeviceDiskFullError, DeviceOutOfMemoryError
+from edgeprune.fit.settings import FitSettings
 
 Emit = Callable[[dict[str, Any]], None]
+# (artifact path, target, MeasureSettings, *, profile) -> MeasureResult, as devices.measure.measure
+MeasureFn = Callable[..., Any]
 INFEASIBLE = (DeviceOutOfMemoryError, DeviceDiskFullError)
 LOG = "measurements.jsonl"
-
-# The measuring function, looked up at call time so tests can inject device faults.
-MEASURE_HOOK: dict[str, Callable[..., Any]] = {}
 
 
 def resolve_threads(settings_threads: int | None, target: Any, profile: Any) -> int | None:
@@ -49,18 +53,22 @@ def geomean(values: Sequence[float]) -> float:
 class Bench:
     """Runs the fit's measurements with one fixed :class:`MeasureSettings`; logs and counts."""
 
-    def __init__(self, settings: Any, target: Any, profile: Any, run_path: Path,
-                 threads: int | None, emit: Emit) -> None:
+    def __init__(self, settings: FitSettings, target: Any, profile: Any, run_path: Path,
+                 threads: int | None, emit: Emit, measure: MeasureFn | None = None) -> None:
         from edgeprune.devices.measure import MeasureSettings
 
+        if measure is None:
+            from edgeprune.devices.measure import measure
+        self.measure_fn: MeasureFn = measure
         self.target = target
         self.profile = profile
         self.emit = emit
         self.log_path = run_path / LOG
-        self.cap = int(settings.max_measurements)
+        meas = settings.measure
+        self.cap = int(meas.max_measurements)
         self.measure_settings = MeasureSettings(
-            runs=settings.runs, warmup=settings.warmup, threads=threads,
-            max_repeats=settings.max_repeats, seed=settings.seed, use_cache=False)
+            runs=meas.runs, warmup=meas.warmup, threads=threads,
+            max_repeats=meas.max_repeats, seed=settings.source.seed, use_cache=False)
 
     # --- the count ------------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
@@ -87,17 +95,14 @@ class Bench:
     def run(self, path: Path, *, cid: str, role: str, batch: int) -> Any:
         """Measure ``path`` once; infeasible-on-device errors are logged, then re-raised."""
         from edgeprune._signals import raise_if_interrupted
-        from edgeprune.devices.measure import measure as real_measure
 
         raise_if_interrupted()
-
-        measure_fn = MEASURE_HOOK.get("measure", real_measure)
         started = time.monotonic()
         entry: dict[str, Any] = {"cid": cid, "role": role, "batch": batch,
                                  "threads": self.measure_settings.threads,
                                  "load_avg_1m": _load_avg(), "at": time.time()}
         try:
-            result = measure_fn(path, self.target, self.measure_settings, profile=self.profile)
+            result = self.measure_fn(path, self.target, self.measure_settings, profile=self.profile)
         except INFEASIBLE as exc:
             self._append({**entry, "runner_invocations": 1, "error": exc.one_line(),
                           "wall_s": round(time.monotonic() - started, 2)})
@@ -110,6 +115,35 @@ class Bench:
                       "peak_rss_mb": result.peak_rss_mb,
                       "wall_s": round(time.monotonic() - started, 2)})
         return result
+
+    def compare(self, path: Path, *, cid: str, role: str, batch: int, percentile: int,
+                reference: tuple[Path, str] | None,
+                again: Callable[[Comparison, int], bool]) -> Comparison:
+        """Judge ``path``: beside the ``reference`` artifact (its path and id) as a pair, and a
+        second pair in the other order when ``again(comparison, 2)``; or alone (``reference``
+        None), once more when ``again(comparison, 1)``. ``again`` says whether the result is near
+        enough to the budget to be measured again and there is room for ``n`` more."""
+        comparison = Comparison(percentile)
+        if reference is not None:
+            ref_path, ref_id = reference
+            ref = self.run(ref_path, cid=ref_id, role="unpruned", batch=batch)
+            own = self.run(path, cid=cid, role=role, batch=batch)
+            comparison.add_pair(own, ref)
+            if again(comparison, 2):
+                own = self.run(path, cid=cid, role=role, batch=batch)
+                ref = self.run(ref_path, cid=ref_id, role="unpruned", batch=batch)
+                comparison.add_pair(own, ref)
+            return comparison
+        comparison.add_own(self.run(path, cid=cid, role=role, batch=batch))
+        if again(comparison, 1):
+            comparison.add_own(self.run(path, cid=cid, role=role, batch=batch))
+        return comparison
+
+    def lowest(self, key: str, *, role: str, batch: int) -> float | None:
+        """The lowest ``key`` (e.g. ``p90_ms``) logged for ``role`` at ``batch``, if any."""
+        values = [float(e[key]) for e in self.entries()
+                  if e.get("role") == role and e.get("batch") == batch and e.get(key)]
+        return min(values) if values else None
 
     def _append(self, entry: dict[str, Any]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@
 row per candidate) and a self-contained ``report.html`` (plots embedded as base64 PNG: accuracy
 versus measured latency with the Pareto front, the budget and the unpruned model; per-group
 widths; the table of the front; the device facts). :func:`summary_text` is the terminal summary.
-matplotlib is imported lazily, with the Agg backend.
+Plots are drawn through :mod:`edgeprune._plotting` (matplotlib is optional: without it the
+report says how to get the plots, and every number is still in the tables).
 
 Latency in the report is the one budgets were judged on (``latency_ms`` of a candidate): for a
 relative budget, the candidate's ratio to the unpruned model measured beside it times the unpruned
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune._io import atomic_write_json, atomic_write_text
+from edgeprune._plotting import figure, png_bytes
 from edgeprune.errors import UsageError
+from edgeprune.fit.settings import flat_view
 
 __all__ = ["CSV_COLUMNS", "build_report", "pareto_front", "render_run", "summary_text"]
 
@@ -100,9 +103,10 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         search_speedup = baseline["latency_ms"] / best["latency_ms"]
     speedup = 1 / verify["latency_ratio"] if verify.get("latency_ratio") else search_speedup
     settings = settings_doc.get("settings", {})
+    flat = flat_view(settings)  # sectioned, or flat as runs before the sections wrote it
     log = _log(run_dir)
     loads = [e["load_avg_1m"] for e in log if e.get("load_avg_1m") is not None]
-    batch = state.get("measure_batch", settings.get("measure_batch"))
+    batch = state.get("measure_batch", flat.get("measure_batch"))
     relative = budgets.get("max_latency_ms") is None and budgets.get("max_latency_ratio")
     threads = state.get("threads")
     return {
@@ -110,10 +114,10 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         "finished": state.get("phase") == "done",
         "met": outcome.get("met"),
         "reason": outcome.get("reason"),
-        "model": settings.get("model"),
-        "data": settings.get("data"),
-        "target": settings.get("target"),
-        "strategy": settings.get("strategy"),
+        "model": flat.get("model"),
+        "data": flat.get("data"),
+        "target": flat.get("target"),
+        "strategy": flat.get("strategy"),
         "latency_note": f"latency is per batch of {batch} inputs "
                         f"(ONNX input {final.get('onnx_input_shape')}, "
                         f"{threads or 'default'} thread{'s' if threads != 1 else ''}), judged on "
@@ -141,7 +145,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
                        "tflite": final.get("tflite"),
                        "tflite_size_bytes": final.get("tflite_size_bytes")},
         "device_measurements": state.get("device_measurements", 0),
-        "measurement_cap": settings.get("max_measurements"),
+        "measurement_cap": flat.get("max_measurements"),
         "cached_measurements": state.get("cached_measurements", 0),
         "measurement_log": log,
         "load_avg_1m": {"min": min(loads), "max": max(loads)} if loads else None,
@@ -182,12 +186,7 @@ def _csv(records: Sequence[dict[str, Any]]) -> str:
 
 
 def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(png_bytes(fig)).decode("ascii")
 
 
 def _figure(draw: Any, report: dict[str, Any], alt: str) -> str:
@@ -195,27 +194,17 @@ def _figure(draw: Any, report: dict[str, Any], alt: str) -> str:
     are all in the tables, report.json and candidates.csv either way)."""
     try:
         png = draw(report)
-    except ImportError:
+    except ImportError:  # _plotting.PlottingUnavailable, or a part of matplotlib that is missing
         return ("<p><em>plot not drawn: matplotlib is not installed (pip install matplotlib, "
                 "then edgeprune report DIR)</em></p>")
     return f"<img alt='{alt}' src='data:image/png;base64,{png}'>"
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def trade_off_png(report: dict[str, Any]) -> str:
     """Accuracy vs measured latency: every candidate, the front, the budget, the unpruned."""
-    plt = _pyplot()
     pct = int(report["budgets"].get("latency_percentile", 90))
     key = "latency_ms"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figure(7, 4.5)
     measured = [r for r in report["candidates"] if r.get("feasible") and r.get(key)]
     ax.scatter([r[key] for r in measured], [100 * r["accuracy"] for r in measured],
                c="#9aa5b1", s=28, label="candidates (short fine-tune)")
@@ -251,11 +240,10 @@ def trade_off_png(report: dict[str, Any]) -> str:
 
 
 def widths_png(report: dict[str, Any]) -> str:
-    plt = _pyplot()
     groups = report.get("groups", {})
     chosen = (report.get("chosen") or {}).get("widths", {})
     names = list(groups)
-    fig, ax = plt.subplots(figsize=(7, max(2.0, 0.35 * len(names) + 1)))
+    fig, ax = figure(7, max(2.0, 0.35 * len(names) + 1))
     pos = range(len(names))
     ax.barh(list(pos), [groups[n] for n in names], color="#d9dee3", label="unpruned")
     ax.barh(list(pos), [chosen.get(n, 0) for n in names], color="#1f77b4", label="chosen")

@@ -9,7 +9,7 @@ Layout::
     OUT/model/            the chosen pruned model (``edgeprune.load``-able)
     OUT/model.onnx        its ONNX at batch 1: the deployable artifact
     OUT/model-b<N>.onnx   the same at the measured batch N (when N > 1): what was timed
-    OUT/report.json, OUT/candidates.csv, OUT/report.html   rendered by :mod:`edgeprune.report`
+    OUT/report.json, OUT/candidates.csv, OUT/report.html   rendered by :mod:`edgeprune.fit.report`
 """
 
 from __future__ import annotations
@@ -155,9 +155,21 @@ class RunDir:
 
 
 def _differences(stored: dict[str, Any], wanted: dict[str, Any], most: int = 3) -> str:
-    """``key: X there, Y now`` for the first few settings that differ."""
+    """``key: X there, Y now`` for the first few settings that differ (``section.key`` for
+    settings in sections)."""
+    stored, wanted = _dotted(stored), _dotted(wanted)
     keys = sorted(set(stored) | set(wanted))
     diff = [f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in keys
             if stored.get(k) != wanted.get(k)]
     more = f", and {len(diff) - most} more" if len(diff) > most else ""
     return "; ".join(diff[:most]) + more
+
+
+def _dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out

@@ -22,17 +22,20 @@ interrupted run resumes here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeprune.fit.candidates import Candidates
+    from edgeprune.fit.search.knapsack import RooflineModel
 
 NEAR = 0.10  # a level this close (relative) to a measured candidate's latency adds nothing
 
 
-def levels(ctx: Any, state: dict[str, Any]) -> list[float]:
+def levels(ctx: Candidates, state: dict[str, Any]) -> list[float]:
     """The latency levels (ms) to fill in, in the order they are made (see the module)."""
-    n = int(ctx.settings.tradeoff_points)
+    n = int(ctx.settings.search.tradeoff_points)
     chosen_id = state.get("chosen_id")
-    if n <= 0 or ctx.latency_budget_ms is None or chosen_id is None or \
-            not hasattr(ctx, "layer_costs"):
+    if n <= 0 or ctx.latency_budget_ms is None or chosen_id is None:
         return []
     base = ctx.latency(ctx.candidate(ctx.baseline_id))
     chosen = ctx.latency(ctx.candidate(chosen_id))
@@ -41,7 +44,7 @@ def levels(ctx: Any, state: dict[str, Any]) -> list[float]:
     floor_id = state.get("floor_id")
     floor_record = ctx.candidate(floor_id) if floor_id else None
     floor = ctx.latency(floor_record) if floor_record and floor_record.get("feasible") else None
-    margin = float(getattr(ctx.settings, "noise_margin", 0.0) or 0.0)
+    margin = float(ctx.settings.measure.noise_margin)
     safety = chosen * (1 - margin) if margin > 0 else None
     if safety is not None and floor is not None and safety <= floor * (1 + NEAR):
         safety = None  # no room between the chosen model and the smallest allowed one
@@ -61,7 +64,7 @@ def levels(ctx: Any, state: dict[str, Any]) -> list[float]:
     return [round(level, 6) for level in ordered[:n]]
 
 
-def step(ctx: Any, state: dict[str, Any]) -> str:
+def step(ctx: Candidates, state: dict[str, Any]) -> str:
     """Add the next trade-off point (or finish the phase); returns the progress message."""
     if "tradeoff" not in state:
         state["tradeoff"] = {"levels": levels(ctx, state), "next": 0, "ids": [],
@@ -84,7 +87,7 @@ def step(ctx: Any, state: dict[str, Any]) -> str:
     if nearest is not None:
         return skip(f"{nearest} is already within {NEAR:.0%} of it, skipped")
     # keep room for the final checks twice over: the chosen model's and one fallback's
-    needed = (2 if ctx.budgets.relative else 1) + int(getattr(ctx, "reserve", 0))
+    needed = (2 if ctx.budgets.relative else 1) + ctx.reserve
     if not ctx.can_measure(needed):
         for rest in range(index + 1, len(plan["levels"])):
             plan.setdefault("skipped", {})[str(rest)] = "measurement budget spent"
@@ -106,11 +109,11 @@ def step(ctx: Any, state: dict[str, Any]) -> str:
     return f"{label}: {record['id']} top-1 {100 * record['accuracy']:.2f}% at {where}"
 
 
-def _new_widths(ctx: Any, state: dict[str, Any],
+def _new_widths(ctx: Candidates, state: dict[str, Any],
                 level: float) -> tuple[dict[str, int], float] | None:
     """Widths allocated for ``level`` that no measured candidate has; with coarse channel
     multiples a few neighbouring levels are tried (their prediction stays within 15 %)."""
-    from edgeprune.fit.search.knapsack import allocate
+    from edgeprune.fit.search import allocate
 
     measured = [r["widths"] for r in state["candidates"] if r.get("measured")]
     model = _roofline(ctx, state)
@@ -121,7 +124,7 @@ def _new_widths(ctx: Any, state: dict[str, Any],
     return None
 
 
-def _nearest_measured(ctx: Any, state: dict[str, Any], level: float) -> str | None:
+def _nearest_measured(ctx: Candidates, state: dict[str, Any], level: float) -> str | None:
     for record in state["candidates"]:
         latency = ctx.latency(record) if record.get("feasible") else None
         if latency and abs(latency / level - 1) <= NEAR:
@@ -129,12 +132,12 @@ def _nearest_measured(ctx: Any, state: dict[str, Any], level: float) -> str | No
     return None
 
 
-def _roofline(ctx: Any, state: dict[str, Any]) -> Any:
+def _roofline(ctx: Candidates, state: dict[str, Any]) -> RooflineModel:
     """The knapsack's latency model fitted (once) to every feasible measured candidate."""
-    from edgeprune.fit.search.base import measurement_weight
-    from edgeprune.fit.search.knapsack import Cost, RooflineModel
+    from edgeprune.fit.search import RooflineModel, measurement_weight
+    from edgeprune.fit.search.knapsack import cost_table
 
-    cost = Cost(ctx.groups, ctx.layer_costs(), int(getattr(ctx, "measure_batch", 1) or 1))
+    cost = cost_table(ctx)
     points = []
     for record in state["candidates"]:
         latency = ctx.latency(record) if record.get("feasible") else None

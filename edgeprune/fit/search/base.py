@@ -1,30 +1,21 @@
-"""Search strategies for ``fit``: which pruned widths to try next, registered by name.
+"""What a search strategy is and what it may ask of a fit: :class:`Strategy`,
+:class:`SearchContext`, the registry, and helpers every strategy shares.
 
 A strategy never touches the device or the model itself. It asks a :class:`SearchContext`
-(implemented by :mod:`edgeprune.fit`) to *evaluate* widths (prune, short fine-tune, accuracy —
-local and cheap) and to *measure* a candidate (export + device — the cost we minimise), and keeps
-its own progress in a JSON-able ``state`` dict that ``fit`` persists after every step, so a run
-interrupted between steps resumes exactly where it stopped.
-
-Two strategies ship:
-
-- ``uniform``: the baseline. Bisects one ratio applied to every channel group on *measured*
-  latency (one device measurement per step); keeps the smallest ratio that meets the budgets.
-- ``netadapt``: NetAdapt-style greedy steps guided by a per-group latency model
-  (:class:`LatencyModel`, a HALP-like look-up of "ms saved per fraction of a group removed").
-  Each step proposes one candidate per channel group that the *model* predicts reaches the step's
-  latency target, fine-tunes the ``netadapt_proposals`` that remove the smallest fraction of their
-  group briefly, and measures only the most accurate on the device — one comparison per step
-  instead of one per group. Every measurement refits the model, so when
-  the prediction is wrong the next proposals are better.
+(implemented by :class:`edgeprune.fit.candidates.Candidates`) to *evaluate* widths (prune, short
+fine-tune, accuracy — local and cheap) and to *measure* a candidate (export + device — the cost
+we minimise), and keeps its own progress in a JSON-able ``state`` dict that ``fit`` persists
+after every step, so a run interrupted between steps resumes exactly where it stopped.
 
 Latencies a strategy sees (``ctx.latency``) are the ones budgets are judged on: for a relative
 budget, the candidate's ratio to the unpruned model measured beside it, times the unpruned
-model's first measurement — so a machine that slows down mid-run does not move them. Noisy
-measurements (coefficient of variation above the runner's threshold) weigh less in the latency
+model's reference measurement — so a machine that slows down mid-run does not move them. Noisy
+measurements (coefficient of variation above the runner's threshold) weigh less in a latency
 model (:func:`measurement_weight`).
 
-Register another with :func:`register_strategy`; ``fit --strategy NAME`` picks it.
+Register another strategy with :func:`register_strategy`; ``fit --strategy NAME`` picks it. This
+module imports no strategy: the package (:mod:`edgeprune.fit.search`) imports them, and they
+register themselves.
 """
 
 from __future__ import annotations
@@ -34,34 +25,55 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from edgeprune._registry import Registry
-from edgeprune.errors import UsageError
+from edgeprune.fit.settings import FitSettings
 
-__all__ = ["LatencyModel", "SearchContext", "Strategy", "best_meeting", "get_strategy",
-           "list_strategies", "measurement_weight", "register_strategy", "uniform_widths"]
+__all__ = ["Record", "SearchContext", "Strategy", "Widths", "best_meeting", "get_strategy",
+           "list_strategies", "margin", "measurement_weight", "register_strategy",
+           "uniform_widths"]
 
 Widths = dict[str, int]
 Record = dict[str, Any]
 
 
 class SearchContext(Protocol):
-    """What ``fit`` offers a strategy (see :class:`edgeprune.fit` for the implementation)."""
+    """Everything ``fit`` offers a strategy (and the trade-off points); records are plain dicts
+    (see :meth:`edgeprune.fit.candidates.Candidates.evaluate` for their keys)."""
 
-    groups: Mapping[str, int]  # group root -> channels of the unpruned model
-    baseline_id: str
-    floor_id: str  # the smallest allowed model (every group at its minimum width)
-    latency_budget_ms: float | None
-    max_ratio: float
-    settings: Any
+    @property
+    def settings(self) -> FitSettings: ...
+    @property
+    def groups(self) -> Mapping[str, int]:  # group root -> channels of the unpruned model
+        ...
+    @property
+    def state(self) -> dict[str, Any]:  # the run's state (``device`` facts once measured)
+        ...
+    @property
+    def measure_batch(self) -> int:  # inputs per timed run
+        ...
+    @property
+    def baseline_id(self) -> str: ...
+    @property
+    def floor_id(self) -> str:  # the smallest allowed model (every group at its minimum)
+        ...
+    @property
+    def max_ratio(self) -> float: ...
+    @property
+    def latency_budget_ms(self) -> float | None: ...
 
+    # widths
     def min_width(self, root: str) -> int: ...
     def round_width(self, root: str, kept: int) -> int: ...
+    def mac_slopes(self) -> dict[str, float]: ...
+    def layer_costs(self) -> list[dict[str, Any]]: ...
+    def channel_scores(self) -> dict[str, list[float]]: ...
+
+    # candidates
     def candidate(self, cid: str) -> Record: ...
-    def evaluate(self, widths: Widths, *, parent: str, kind: str, note: str,
+    def evaluate(self, widths: Mapping[str, int], *, parent: str, kind: str, note: str,
                  step: int, predicted_latency_ms: float | None = None) -> Record: ...
     def measure(self, cid: str) -> Record: ...
     def meets(self, record: Record) -> bool: ...
     def latency(self, record: Record) -> float | None: ...
-    def macs_of(self, widths: Widths) -> int: ...
     def can_measure(self, invocations: int = 2) -> bool: ...
 
 
@@ -110,115 +122,9 @@ def best_meeting(ctx: SearchContext, ids: list[str]) -> str | None:
     return str(best["id"])
 
 
-# --- uniform -----------------------------------------------------------------------------------
-
-
-@register_strategy("uniform")
-class UniformStrategy:
-    """Bisect the uniform ratio in (0, max_ratio] on measured latency."""
-
-    name = "uniform"
-
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
-        floor = ctx.candidate(ctx.floor_id)
-        return {"lo": 0.0, "hi": ctx.max_ratio, "tried": [ctx.floor_id] if ctx.meets(floor)
-                else [], "ratios": {}}
-
-    def step(self, ctx: SearchContext, state: dict[str, Any],
-             step: int) -> tuple[dict[str, Any], bool]:
-        state = dict(state)
-        lo, hi = float(state["lo"]), float(state["hi"])
-        mid = round((lo + hi) / 2, 4)
-        widths = uniform_widths(ctx, mid)
-        record = ctx.evaluate(widths, parent=ctx.baseline_id, kind="uniform", step=step,
-                              note=f"uniform ratio {mid:g}")
-        record = ctx.measure(record["id"])
-        if ctx.meets(record):
-            state["hi"] = mid
-        else:  # too slow, too big, or infeasible on the device: prune more
-            state["lo"] = mid
-        state["tried"] = [*state["tried"], record["id"]]
-        state["ratios"] = {**state["ratios"], record["id"]: mid}
-        tolerance = float(ctx.settings.uniform_tolerance)
-        return state, state["hi"] - state["lo"] <= tolerance
-
-    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
-        return best_meeting(ctx, list(state["tried"]))
-
-
-# --- latency model -----------------------------------------------------------------------------
-
-
-class LatencyModel:
-    """Predicted latency = base − Σ_g slope_g × (fraction of group g's channels removed).
-
-    The slopes start from a MAC prior (a group whose removal saves 30 % of the MACs is assumed to
-    save 30 % of the measured latency) and are refitted on every device measurement in two
-    stages. First one scale for the whole prior (``scale``): on MobileNetV2 latency follows MACs
-    only loosely — depthwise layers are memory-bound — and a single measurement already says by
-    how much every prediction is off. Then per-group corrections by weighted ridge regression
-    towards the scaled prior: with few (or noisy) measurements the prior dominates, with more the
-    device does. Each point carries a weight (1 for a steady measurement, less for
-    a noisy one: :func:`measurement_weight`). Interactions between groups (a conv's cost depends
-    on its input *and* output widths) are what the refit absorbs; predictions are always anchored
-    on a measured model.
-    """
-
-    def __init__(self, groups: Mapping[str, int], base_ms: float, prior: Mapping[str, float],
-                 points: list[tuple[Mapping[str, int], float, float]] | None = None,
-                 ridge: float = 0.05) -> None:
-        self.groups = dict(groups)
-        self.base_ms = base_ms
-        self.prior = dict(prior)
-        self.points: list[tuple[dict[str, int], float, float]] = [
-            (dict(w), float(y), float(wt)) for w, y, wt in points or []]
-        self.ridge = ridge
-        self.slopes = dict(prior)
-        self.scale = 1.0
-        self._fit()
-
-    def _x(self, widths: Mapping[str, int]) -> list[float]:
-        return [1 - widths[g] / n for g, n in self.groups.items()]
-
-    def add(self, widths: Mapping[str, int], latency_ms: float, weight: float = 1.0) -> None:
-        self.points.append((dict(widths), float(latency_ms), float(weight)))
-        self._fit()
-
-    def _fit(self) -> None:
-        if not self.points:
-            return
-        import numpy as np
-
-        names = list(self.groups)
-        x = np.array([self._x(w) for w, _, _ in self.points], dtype=float)
-        y = np.array([self.base_ms - lat for _, lat, _ in self.points], dtype=float)
-        wt = np.array([wt for _, _, wt in self.points], dtype=float)
-        prior = np.array([self.prior[g] for g in names], dtype=float)
-        guess = x @ prior  # what the prior predicts each point saves
-        denom = float((wt * guess * guess).sum())
-        if denom > 1e-12:
-            self.scale = float(np.clip((wt * guess * y).sum() / denom, 0.05, 5.0))
-        prior = self.scale * prior
-        lam = self.ridge * max(float(wt.sum()), 1e-6)
-        a = (x.T * wt) @ x + lam * np.eye(len(names))
-        b = (x.T * wt) @ y + lam * prior
-        slopes = np.clip(np.linalg.solve(a, b), 0.0, None)
-        self.slopes = {g: float(s) for g, s in zip(names, slopes, strict=True)}
-
-    def predict(self, widths: Mapping[str, int]) -> float:
-        return self.base_ms - sum(s * x for s, x in
-                                  zip(self.slopes.values(), self._x(widths), strict=True))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"base_ms": self.base_ms, "prior": self.prior, "slopes": self.slopes,
-                "scale": self.scale, "ridge": self.ridge,
-                "points": [[w, y, wt] for w, y, wt in self.points]}
-
-    @classmethod
-    def from_dict(cls, groups: Mapping[str, int], data: Mapping[str, Any]) -> LatencyModel:
-        points = [(p[0], float(p[1]), float(p[2]) if len(p) > 2 else 1.0)
-                  for p in data["points"]]
-        return cls(groups, float(data["base_ms"]), data["prior"], points, float(data["ridge"]))
+def margin(ctx: SearchContext) -> float:
+    """The fit's noise margin: how near the latency budget a result is measured again."""
+    return float(ctx.settings.measure.noise_margin or 0.0)
 
 
 def measurement_weight(record: Mapping[str, Any]) -> float:
@@ -238,143 +144,3 @@ def measurement_weight(record: Mapping[str, Any]) -> float:
         spread = max(ratios) / min(ratios) - 1
         weight /= 1 + (spread / 0.10) ** 2
     return max(0.05, min(1.0, weight))
-
-
-def _mac_prior(ctx: SearchContext, base_ms: float) -> dict[str, float]:
-    """ms saved per unit fraction of each group removed, if latency followed MACs."""
-    slopes = getattr(ctx, "mac_slopes", None)
-    if slopes is not None:  # first order from the groups' members, no pruning
-        return {root: base_ms * slope for root, slope in slopes().items() if root in ctx.groups}
-    full = dict(ctx.groups)
-    macs_full = ctx.macs_of(full)
-    prior: dict[str, float] = {}
-    for root, n in ctx.groups.items():
-        half = {**full, root: max(ctx.min_width(root), n // 2)}
-        fraction = 1 - half[root] / n
-        saved = (macs_full - ctx.macs_of(half)) / macs_full if macs_full else 0.0
-        prior[root] = base_ms * saved / fraction if fraction > 0 else 0.0
-    return prior
-
-
-# --- netadapt ----------------------------------------------------------------------------------
-
-MAX_STALLS = 3  # steps in a row that did not make the model faster before netadapt gives up
-
-
-def _margin(ctx: SearchContext) -> float:
-    return float(getattr(ctx.settings, "noise_margin", 0.0) or 0.0)
-
-
-@register_strategy("netadapt")
-class NetAdaptStrategy:
-    """NetAdapt steps, proposals from a latency model, one device measurement per step."""
-
-    name = "netadapt"
-
-    def start(self, ctx: SearchContext) -> dict[str, Any]:
-        if ctx.latency_budget_ms is None:
-            raise UsageError("the netadapt strategy needs a latency budget",
-                             hint="pass --latency-ms or --speedup, or use --strategy uniform")
-        base = ctx.candidate(ctx.baseline_id)
-        base_ms = ctx.latency(base)
-        if base_ms is None:
-            raise UsageError("the unpruned model could not be measured, so netadapt has no "
-                             "anchor", hint="use --strategy uniform")
-        # the smallest allowed model is left out: with every group cut by 90 % it lies far
-        # outside where a latency linear in each group's cut holds (a layer whose input and
-        # output both shrink saves less than the two cuts added), and it would set the scale
-        model = LatencyModel(ctx.groups, base_ms, _mac_prior(ctx, base_ms))
-        model.add(base["widths"], base_ms)
-        return {"current": ctx.baseline_id, "stall": 0, "model": model.to_dict(),
-                "accepted": [ctx.baseline_id]}
-
-    def step(self, ctx: SearchContext, state: dict[str, Any],
-             step: int) -> tuple[dict[str, Any], bool]:
-        state = dict(state)
-        model = LatencyModel.from_dict(ctx.groups, state["model"])
-        current = ctx.candidate(state["current"])
-        current_ms = float(ctx.latency(current) or model.predict(current["widths"]))
-        budget = float(ctx.latency_budget_ms or 0.0)
-        # a step that did not make the model faster doubles the next step's cut: widths just
-        # below a SIMD-friendly count often run *slower*, and a bigger cut jumps past them
-        reduce_by = float(ctx.settings.netadapt_step) * model.base_ms * 2 ** int(state["stall"])
-        target = max(budget, current_ms - reduce_by)
-        if ctx.meets(current):  # met, but within the noise margin: one step clear of it
-            target = min(current_ms - reduce_by, budget * (1 - _margin(ctx)))
-        proposals = self._propose(ctx, model, current["widths"], current_ms, target)
-        if not proposals:
-            return state, True
-        # with many groups, fine-tune only the proposals that remove the smallest fraction of
-        # their group (the likeliest to keep accuracy): a step costs K short fine-tunes, not one
-        # per group (MobileNetV2 has 25)
-        keep = int(getattr(ctx.settings, "netadapt_proposals", 0) or 0)
-        if keep and len(proposals) > keep:
-            widths = current["widths"]
-            proposals = sorted(proposals, key=lambda p: 1 - p[1][p[0]] / widths[p[0]])[:keep]
-        records = [ctx.evaluate(w, parent=state["current"], kind="netadapt", step=step,
-                                note=f"step {step}: {root} {current['widths'][root]}→{w[root]} "
-                                f"(target {target:.3g} ms)", predicted_latency_ms=pred)
-                   for root, w, pred in proposals]
-        measured = None
-        for record in sorted(records, key=lambda r: -r["accuracy"]):
-            record = ctx.measure(record["id"])
-            if record.get("feasible"):
-                measured = record
-                break
-        if measured is None:  # every proposal infeasible on the device
-            state["stall"] = int(state["stall"]) + 1
-            return state, state["stall"] >= MAX_STALLS
-        latency = float(ctx.latency(measured) or 0.0)
-        if all(w != measured["widths"] for w, _, _ in model.points):
-            model.add(measured["widths"], latency, measurement_weight(measured))
-        state["model"] = model.to_dict()
-        if latency < current_ms:
-            state["current"] = measured["id"]
-            state["accepted"] = [*state["accepted"], measured["id"]]
-            state["stall"] = 0
-        else:  # the model was wrong: refitted above; try again from the same model
-            state["stall"] = int(state["stall"]) + 1
-        return state, self._done(ctx, state)
-
-    def _done(self, ctx: SearchContext, state: dict[str, Any]) -> bool:
-        """Met with room to spare, or met near the budget with a clearly faster model accepted
-        as a fallback for the final re-measure, or stuck."""
-        if state["stall"] >= MAX_STALLS:
-            return True
-        if not ctx.meets(ctx.candidate(state["current"])):
-            return False
-        budget = float(ctx.latency_budget_ms or 0.0)
-        clear = budget * (1 - _margin(ctx))
-        return any(ctx.meets(r) and (ctx.latency(r) or 0.0) <= clear
-                   for r in (ctx.candidate(c) for c in state["accepted"]))
-
-    def _propose(self, ctx: SearchContext, model: LatencyModel, widths: Widths,
-                 current_ms: float, target: float) -> list[tuple[str, Widths, float]]:
-        """Per group: the least pruning predicted to reach ``target``, else its maximum."""
-        anchor = model.predict(widths)
-        proposals: list[tuple[str, Widths, float]] = []
-        fallback: list[tuple[str, Widths, float]] = []
-        round_to = max(int(ctx.settings.round_to), 1)
-        for root, width in widths.items():
-            low = ctx.min_width(root)
-            kept = width
-            while kept - round_to >= low:
-                kept -= round_to
-                trial = {**widths, root: ctx.round_width(root, kept)}
-                if trial[root] >= width:
-                    continue
-                predicted = current_ms + model.predict(trial) - anchor
-                if predicted <= target:
-                    proposals.append((root, trial, predicted))
-                    break
-            else:
-                if kept < width:
-                    trial = {**widths, root: kept}
-                    fallback.append((root, trial, current_ms + model.predict(trial) - anchor))
-        return proposals or fallback
-
-    def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
-        return best_meeting(ctx, list(state["accepted"]))
-
-
-from edgeprune.fit.search import knapsack as _knapsack  # noqa: E402, F401  (registers "knapsack")

@@ -34,11 +34,14 @@ from edgeprune.fit.search.base import (
     SearchContext,
     Widths,
     best_meeting,
+    get_strategy,
+    margin,
     measurement_weight,
     register_strategy,
 )
 
-__all__ = ["AutoStrategy", "Cost", "KnapsackStrategy", "RooflineModel", "allocate"]
+__all__ = ["ALIGN", "X86_ALIGN", "AutoStrategy", "Cost", "KnapsackStrategy", "RooflineModel",
+           "allocate", "channel_align", "cost_table"]
 
 
 class Cost:
@@ -149,7 +152,7 @@ def allocate(ctx: SearchContext, model: RooflineModel, target_ms: float,
 
     A chunk's price is the MACs it takes away (the capacity fine-tuning works with) weighted by
     the mean importance of its channels relative to their group's mean (scores from
-    ``ctx.channel_scores()`` when the context has them, else equal). Pruning takes a group's
+    ``ctx.channel_scores()``, equal for a group it has none for). Pruning takes a group's
     lowest-scoring channels first, so its first chunks are cheap and each further chunk costs
     more: a group is not thinned to a sliver unless that buys a lot of latency. (An additive
     "share of the group's importance" term, every group counting equally, was tried: it spread
@@ -157,8 +160,9 @@ def allocate(ctx: SearchContext, model: RooflineModel, target_ms: float,
     """
     widths: Widths = dict(ctx.groups)
     predicted = model.predict(widths)
-    round_to = max(int(ctx.settings.round_to), 1)
-    scores = _scores(ctx)
+    round_to = max(int(ctx.settings.search.round_to), 1)
+    found = ctx.channel_scores()
+    scores = {root: list(found.get(root) or [1.0] * n) for root, n in ctx.groups.items()}
     macs_full = model.cost.full[0] or 1.0
     while predicted > target_ms:
         macs_now = model.cost.features(widths)[0]
@@ -184,12 +188,6 @@ def allocate(ctx: SearchContext, model: RooflineModel, target_ms: float,
     return widths, predicted
 
 
-def _scores(ctx: SearchContext) -> dict[str, list[float]]:
-    get = getattr(ctx, "channel_scores", None)
-    found = get() if callable(get) else {}
-    return {root: list(found.get(root) or [1.0] * n) for root, n in ctx.groups.items()}
-
-
 # widths the strategy proposes are multiples of this many channels (where the group is at least
 # twice as wide): CPU kernels work on 8-float vectors (AVX2; NEON on 4 or 8) and blocks of them,
 # and a width just off a multiple can run slower than the unpruned model (docs/fit.md). On x86
@@ -201,7 +199,7 @@ X86_ALIGN = 16
 
 def channel_align(ctx: SearchContext) -> int:
     """The channel multiple for the device the fit measures on (its reported machine)."""
-    device = (getattr(ctx, "state", None) or {}).get("device") or {}
+    device = ctx.state.get("device") or {}
     machine = str(device.get("machine") or "").lower()
     return X86_ALIGN if machine in ("x86_64", "amd64", "x64") else ALIGN
 
@@ -220,13 +218,9 @@ def _next_width(ctx: SearchContext, root: str, width: int, original: int, round_
     return kept
 
 
-def _cost(ctx: SearchContext) -> Cost:
-    batch = int(getattr(ctx, "measure_batch", 1) or 1)
-    return Cost(ctx.groups, ctx.layer_costs(), batch)  # type: ignore[attr-defined]
-
-
-def _margin(ctx: SearchContext) -> float:
-    return float(getattr(ctx.settings, "noise_margin", 0.0) or 0.0)
+def cost_table(ctx: SearchContext) -> Cost:
+    """The fit's model as a :class:`Cost` table, weights read once per measured batch."""
+    return Cost(ctx.groups, ctx.layer_costs(), ctx.measure_batch)
 
 
 @register_strategy("knapsack")
@@ -239,10 +233,7 @@ class KnapsackStrategy:
         if ctx.latency_budget_ms is None:
             raise UsageError("the knapsack strategy needs a latency budget",
                              hint="pass --latency-ms or --speedup, or use --strategy uniform")
-        if not hasattr(ctx, "layer_costs"):
-            raise UsageError("this fit context has no layer table for the knapsack strategy",
-                             hint="use --strategy uniform")
-        cost = _cost(ctx)
+        cost = cost_table(ctx)
         model = RooflineModel(cost)
         for cid in (ctx.baseline_id, ctx.floor_id):
             record = ctx.candidate(cid)
@@ -253,13 +244,13 @@ class KnapsackStrategy:
             raise UsageError("the unpruned model could not be measured, so the knapsack "
                              "strategy has no anchor", hint="use --strategy uniform")
         budget = float(ctx.latency_budget_ms)
-        return {"model": model.to_dict(), "aim_ms": budget * (1 - _margin(ctx) / 2),
+        return {"model": model.to_dict(), "aim_ms": budget * (1 - margin(ctx) / 2),
                 "tried": [ctx.floor_id] if ctx.meets(ctx.candidate(ctx.floor_id)) else []}
 
     def step(self, ctx: SearchContext, state: dict[str, Any],
              step: int) -> tuple[dict[str, Any], bool]:
         state = dict(state)
-        cost = _cost(ctx)
+        cost = cost_table(ctx)
         model = RooflineModel.from_dict(cost, state["model"])
         budget = float(ctx.latency_budget_ms or 0.0)
         goal = float(state["aim_ms"])
@@ -298,13 +289,13 @@ class KnapsackStrategy:
         # capacity left on the table), or when meeting it again gains under 2 % of the MACs
         # over the best met so far; else aim again (a miss or a long way under both teach
         # the model). Met candidates further below stay as fallbacks for the final re-measure.
-        margin = _margin(ctx)
-        state["aim_ms"] = budget * (1 - margin / 2)
+        noise = margin(ctx)
+        state["aim_ms"] = budget * (1 - noise / 2)
         if not ctx.meets(record):
             return state, False
         best_m = float(state.get("best_met_macs", 0.0))
         state["best_met_macs"] = max(best_m, m)
-        near = latency >= budget * (1 - 0.6 * margin)
+        near = latency >= budget * (1 - 0.6 * noise)
         return state, bool(near or m - best_m < 0.02)
 
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
@@ -319,19 +310,13 @@ class AutoStrategy:
     name = "auto"
 
     def start(self, ctx: SearchContext) -> dict[str, Any]:
-        from edgeprune.fit.search.base import get_strategy
-
         inner = "knapsack" if ctx.latency_budget_ms is not None else "uniform"
         return {"inner": inner, "state": get_strategy(inner).start(ctx)}
 
     def step(self, ctx: SearchContext, state: dict[str, Any],
              step: int) -> tuple[dict[str, Any], bool]:
-        from edgeprune.fit.search.base import get_strategy
-
         inner, done = get_strategy(state["inner"]).step(ctx, state["state"], step)
         return {"inner": state["inner"], "state": inner}, done
 
     def chosen(self, ctx: SearchContext, state: dict[str, Any]) -> str | None:
-        from edgeprune.fit.search.base import get_strategy
-
         return get_strategy(state["inner"]).chosen(ctx, state["state"])
