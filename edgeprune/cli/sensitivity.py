@@ -55,7 +55,6 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune._io import check_writable
-    from edgeprune.cli.finetune import _Bar
     from edgeprune.data import calibration_batches, example_input, input_paths, load_data
     from edgeprune.pipeline import ModelSource, load_source
     from edgeprune.pruning.sensitivity import analyze, write_outputs
@@ -73,10 +72,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.criterion == "taylor":
         labeled = [(x, y) for i, (x, y) in zip(range(4), bundle.train, strict=False)]
     layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
-    with _Bar(enabled=not out.json) as bar:
-        result = analyze(loaded.model, bundle.val, example, ratios=args.ratios,
-                         criterion=args.criterion, max_batches=args.val_batches,
-                         calibration=calibration, labeled=labeled, layers=layers, progress=bar)
+    result = analyze(loaded.model, bundle.val, example, ratios=args.ratios,
+                     criterion=args.criterion, max_batches=args.val_batches,
+                     calibration=calibration, labeled=labeled, layers=layers,
+                     progress=None if out.json else out.progress)
     if args.max_drop is not None and not 0 <= args.max_drop <= 100:
         from edgeprune.errors import UsageError
 
