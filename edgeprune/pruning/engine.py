@@ -34,8 +34,8 @@ removing channels (:mod:`edgeprune.pruning.materialize`) never reaches into Torc
 
 Threads: several threads may prune different models at once. Torch-Pruning keeps some state
 process-wide (its pruning functions are shared objects that are told the axis to cut just before
-each call, and Python's warning filters are global), so every call into it here runs under one
-lock; tracing, forward checks and scoring, where the time goes, run outside it. A
+each call, and Python's warning filters are global), so every call into it here (tracing
+included) runs under one lock; forward checks, scoring and training run outside it. A
 :class:`Graph` itself belongs to one thread at a time.
 """
 
@@ -164,7 +164,7 @@ class Graph:
     ignored: frozenset[str]
     skipped: dict[str, str] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
-    _dg: Any = field(default=None, repr=False)  # Torch-Pruning's DependencyGraph: this module's
+    _dg: Any = field(default=None, repr=False)  # Torch-Pruning's DependencyGraph; engine only
 
 
 # --- building ----------------------------------------------------------------------------------
@@ -193,13 +193,12 @@ def build_graph(
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), _torch_pruning():
             outputs = _forward(model, example_inputs)
             _refuse_channel_shuffle(model, outputs)
-            with _torch_pruning():
-                dg = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example_inputs, verbose=False
-                )
+            dg = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_inputs, verbose=False
+            )
     except PruningError:
         raise
     except Exception as exc:  # tracing fails in many ways; say which model

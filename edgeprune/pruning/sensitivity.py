@@ -13,7 +13,7 @@ per-layer budget and check the combined model (``edgeprune prune --ratios FILE``
 
 Outputs: :meth:`SensitivityResult.to_dict` (JSON), :func:`write_ratios_toml` (the ``[ratios]``
 file that ``edgeprune prune --ratios`` and
-:func:`edgeprune.pruning.prune.load_layer_ratios` read) and
+:func:`edgeprune.pruning.prune_config.load_layer_ratios` read) and
 :func:`plot` (a PNG drawn through :mod:`edgeprune._plotting`; :func:`write_outputs` leaves it out
 when matplotlib is not installed).
 """
