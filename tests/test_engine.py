@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from typing import Any
 
 import pytest
 import torch
@@ -227,3 +229,114 @@ def test_grouped_convolutions_are_skipped_with_a_reason() -> None:
     assert groups and not set(skipped) & {g.root for g in groups}
     with pytest.raises(PruningError, match="grouped convolution"):
         engine.group_of(graph, next(iter(skipped)))
+
+
+def test_the_data_flow_after_a_layer(resnet18: nn.Module) -> None:
+    graph = engine.build_graph(resnet18, torch.randn(X32))
+    conv = resnet18.layer1[0].conv1
+    path = list(engine.path_after(graph, conv))
+    assert path[0].name == "layer1.0.bn1" and path[0].module is resnet18.layer1[0].bn1
+    assert path[0].inputs == 1 and path[0].has_parameters
+    assert engine.batchnorm_after(graph, conv) is resnet18.layer1[0].bn1
+    # layer1.0.conv2's BatchNorm output meets the residual at an add, not a multiply
+    assert not engine.is_gate(graph, resnet18.layer1[0].conv2)
+    assert engine.batchnorm_after(graph, resnet18.fc) is None
+
+
+def test_squeeze_excitation_scale_is_a_gate() -> None:
+    model = torchvision_model("mobilenet_v3_small")
+    graph = engine.build_graph(model, torch.randn(X32))
+    se = model.features[1].block[1]
+    assert engine.is_gate(graph, se.fc2)
+    assert not engine.is_gate(graph, se.fc1)
+    assert engine.is_depthwise(model.features[1].block[0][0])
+    assert not engine.is_depthwise(se.fc1)
+
+
+def _prune_in_rounds(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+    """List the groups, cut every fourth channel of the first four, twice over."""
+    graph = engine.build_graph(model, x)
+    for _ in range(2):
+        for group in engine.channel_groups(graph)[:4]:
+            engine.prune_group(graph, group, list(range(0, group.size, 4)))
+    with torch.no_grad():
+        out = model(x)
+    return {"widths": engine.layer_widths(model), "out": out, "history": engine.history(graph)}
+
+
+def test_two_threads_prune_two_models_at_once(
+    resnet18: nn.Module, mobilenet_v2: nn.Module
+) -> None:
+    """Torch-Pruning keeps process-wide state (shared pruning functions, the index mapping the
+    engine skips while listing): two threads pruning at once must each get what one alone gets."""
+    models = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
+    x = torch.randn(X32)
+    alone = {name: _prune_in_rounds(copy.deepcopy(m), x) for name, m in models.items()}
+    barrier = threading.Barrier(len(models))
+    together: dict[str, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        model = copy.deepcopy(models[name])
+        barrier.wait()
+        try:
+            together[name] = _prune_in_rounds(model, x)
+        except BaseException as exc:  # surfaced below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    for name in models:
+        got, want = together[name], alone[name]
+        assert got["history"] == want["history"], name
+        assert got["widths"] == want["widths"], name
+        assert got["out"].shape == (1, 10)
+        assert torch.allclose(got["out"], want["out"], atol=1e-5), name
+    assert together["resnet18"]["widths"]["conv1"] == {"in": 3, "out": 36, "groups": 1}  # 64-16-12
+    assert together["mobilenet_v2"]["widths"] != engine.layer_widths(mobilenet_v2)
+
+
+class _TwoBranchConcat(nn.Module):
+    """Two convs concatenated: the second branch's channels enter ``head`` at an offset that
+    moves when the first branch is pruned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(3, 8, 1)
+        self.head = nn.Conv2d(16, 4, 1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], dim=1)
+        return self.fc(self.head(y).mean(dim=(2, 3)))
+
+
+def _prune_both_branches(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    graph = engine.build_graph(model, x)
+    engine.prune_group(graph, engine.group_of(graph, "a"), [0, 1])
+    engine.prune_group(graph, engine.group_of(graph, "b"), [0])
+    with torch.no_grad():
+        return model(x)
+
+
+def test_listing_one_graph_leaves_the_index_mapping_of_other_threads_alone() -> None:
+    """While one thread lists the groups of its graph (index offsets frozen for speed), another
+    thread pruning through a concat still gets fresh offsets."""
+    x = torch.randn(X32)
+    want = _prune_both_branches(_TwoBranchConcat(), x)
+    listed = engine.build_graph(_TwoBranchConcat(), x)
+    got: list[torch.Tensor] = []
+    with engine._index_mapping_computed_once(listed._dg):
+        thread = threading.Thread(target=lambda: got.append(_prune_both_branches(
+            _TwoBranchConcat(), x)))
+        thread.start()
+        thread.join(timeout=60)
+    assert len(got) == 1 and torch.equal(got[0], want)
+    # and after the listing the graph itself is back to fresh offsets in this thread too
+    assert torch.equal(_prune_both_branches(_TwoBranchConcat(), x), want)

@@ -10,15 +10,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-import edgeprune.pruning.materialize as mat
-from edgeprune.errors import CheckpointError, ParityError, UsageError
-from edgeprune.pruning import engine
-from edgeprune.pruning.materialize import (
-    apply_torch_prune_masks,
-    detect_dead_channels,
-    load_masked_state_dict,
-    materialize,
-)
+from edgeprune.errors import ParityError, UsageError
+from edgeprune.pruning import dead_channels, engine
+from edgeprune.pruning.dead_channels import detect_dead_channels
+from edgeprune.pruning.masks import apply_masks
+from edgeprune.pruning.materialize import materialize
 from tests._helpers import torchvision_model
 from tests.conftest import digits_rgb32
 
@@ -267,7 +263,7 @@ def test_edgeprune_masks_switch_channels_off(resnet18: nn.Module, digits: torch.
     result = materialize(resnet18, digits[:1], masks=masks, calibration=digits)
     assert result.removed == {"layer2.1.conv1": 4}
     masked = copy.deepcopy(resnet18)
-    mat.apply_masks(masked, masks)
+    apply_masks(masked, masks)
     assert _max_diff(result.model, masked, digits) <= TOL
     assert resnet18.layer2[1].bn1.weight[3] != 0  # caller's model untouched
 
@@ -277,38 +273,11 @@ def test_edgeprune_masks_switch_channels_off(resnet18: nn.Module, digits: torch.
         materialize(resnet18, digits[:1], masks={"layer9.conv": keep})
 
 
-def test_masked_state_dict_loads_into_plain_weights(
-    resnet18: nn.Module, digits: torch.Tensor
-) -> None:
-    model, _ = _ln_structured_resnet(resnet18, remove=False)
-    state = model.state_dict()
-    assert "layer1.0.conv1.weight_orig" in state and "layer1.0.conv1.weight_mask" in state
-
-    fresh = torchvision_model("resnet18")
-    load_masked_state_dict(fresh, state)
-    assert torch.equal(fresh.layer1[0].conv1.weight, model.layer1[0].conv1.weight)
-    assert _max_diff(fresh, model, digits) == 0.0
-    assert sum(materialize(fresh, digits[:1]).removed.values()) == 134
-
-    del state["layer1.0.conv1.weight_mask"]
-    with pytest.raises(CheckpointError, match="weight_mask"):
-        load_masked_state_dict(torchvision_model("resnet18"), state)
-
-
-def test_apply_torch_prune_masks_bakes_the_masks_in(resnet18: nn.Module) -> None:
-    model, _ = _ln_structured_resnet(resnet18, remove=False)
-    converted = apply_torch_prune_masks(model)
-    assert converted == ["layer1.0.conv1.weight", "layer2.1.conv1.weight", "layer3.0.conv1.weight"]
-    conv = model.layer1[0].conv1
-    assert not hasattr(conv, "weight_orig") and isinstance(conv.weight, nn.Parameter)
-    assert int(_dead_rows(conv.weight).sum()) == 19
-
-
 def test_parity_guard_fires_when_an_unsafe_fold_slips_through(
     resnet18: nn.Module, digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # fault injection: pretend a zero-padded 3×3 conv absorbs constants exactly
-    monkeypatch.setattr(mat, "_fold_exact", lambda module: True)
+    monkeypatch.setattr(dead_channels, "folds_exactly", lambda module: True)
     with pytest.raises(ParityError, match="deviates"):
         materialize(_constant_into_3x3(resnet18), digits[:1], calibration=digits)
 
@@ -380,7 +349,7 @@ def test_dead_channels_go_through_squeeze_excitation(digits: torch.Tensor) -> No
     assert se.fc1.in_channels == se.fc2.out_channels == width - 3
     assert result.model.features[4].block[3][0].in_channels == width - 3
     masked = copy.deepcopy(model)
-    mat.apply_masks(masked, {"features.4.block.1.1": keep})
+    apply_masks(masked, {"features.4.block.1.1": keep})
     assert _max_diff(result.model, masked, digits) <= TOL
 
 

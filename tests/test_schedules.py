@@ -11,12 +11,12 @@ from edgeprune.errors import ConfigError
 from edgeprune.pruning import engine
 from edgeprune.pruning.prune import PruneConfig
 from edgeprune.pruning.schedules import (
-    SoftFilterPruning,
     compare_soft_hard,
     list_schedules,
     prune_epochs,
     run_schedule,
 )
+from edgeprune.pruning.soft import SoftFilterPruning
 from edgeprune.training.recipes import get_recipe
 
 QUICK = get_recipe("full", max_batches_per_epoch=4, val_max_batches=2)

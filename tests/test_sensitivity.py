@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,25 @@ def test_cli_sensitivity_json(tmp_path, capsys):
     assert list(data["layers"]) == ["features.3"]
     assert load_layer_ratios(out / "ratios.toml") == data["recommendation"]["ratios"]
     assert data["recommendation"]["max_drop"] == 0.05  # --max-drop is in points, like fit's
+
+
+def test_the_plot_is_left_out_when_matplotlib_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeprune._plotting import PlottingUnavailable
+    from edgeprune.pruning import sensitivity
+    from edgeprune.pruning.sensitivity import LayerPoint, SensitivityResult
+
+    result = SensitivityResult(
+        baseline_top1=0.9, params=100, ratios=(0.5,), criterion="l2",
+        layers={"conv": (LayerPoint(0.5, 0.8, 0.1, 10, 2),)}, channels={"conv": 4},
+        val_batches=None, skipped={})
+
+    def missing(*_args: object, **_kwargs: object) -> None:
+        raise PlottingUnavailable("matplotlib is not installed (pip install matplotlib)")
+
+    monkeypatch.setattr(sensitivity, "figure", missing)  # fault injection: no matplotlib
+    data = write_outputs(result, tmp_path)
+    assert "plot" not in data["files"] and "matplotlib" in data["plot_skipped"]
+    assert not (tmp_path / "sensitivity.png").exists()
+    assert json.loads((tmp_path / "sensitivity.json").read_text())["baseline_top1"] == 0.9

@@ -74,7 +74,7 @@ def _names(text: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace, out: Output) -> int:
     from edgeprune.errors import UsageError
     from edgeprune.pipeline import ModelSource, load_source, prune_job, schedule_job
-    from edgeprune.pruning.prune import PruneConfig, load_layer_ratios
+    from edgeprune.pruning.prune_config import PruneConfig, load_layer_ratios
 
     layer_ratios = None
     if args.ratios:

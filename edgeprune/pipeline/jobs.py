@@ -111,7 +111,8 @@ def materialize_job(source: ModelSource, out: str | Path, *, data: str | None = 
                     progress: Progress | None = None) -> dict[str, Any]:
     """Turn zeroed / masked filters of ``source`` into a physically smaller saved model."""
     from edgeprune.models import pruned_dir
-    from edgeprune.pruning.materialize import apply_torch_prune_masks, materialize
+    from edgeprune.pruning.masks import apply_torch_prune_masks
+    from edgeprune.pruning.materialize import materialize
 
     check_writable(out, force=force, kind="dir",
                    inputs=(source.spec, source.weights, *data_inputs(data)))

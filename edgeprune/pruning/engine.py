@@ -27,12 +27,24 @@ their owner and ``param`` names the parameter.
 Models that regroup channels through 5-D views (channel shuffle in ShuffleNetV2, windowed
 attention in Swin and MaxViT) cannot be pruned through index mapping at all:
 :func:`build_graph` raises :class:`PruningError`.
+
+Beyond groups, the traced graph answers a few questions about the data flow after a layer
+(:func:`path_after`, :func:`batchnorm_after`, :func:`is_gate`), so that code folding or
+removing channels (:mod:`edgeprune.pruning.materialize`) never reaches into Torch-Pruning.
+
+Threads: several threads may prune different models at once. Torch-Pruning keeps some state
+process-wide (its pruning functions are shared objects that are told the axis to cut just before
+each call, and Python's warning filters are global), so every call into it here (tracing
+included) runs under one lock; forward checks, scoring and training run outside it. A
+:class:`Graph` itself belongs to one thread at a time.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import threading
+import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +53,7 @@ from typing import Any
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import graph as _tp_graph
 
 from edgeprune.errors import PruningError
 
@@ -49,13 +62,19 @@ __all__ = [
     "ChannelGroup",
     "Graph",
     "Member",
+    "PathNode",
     "add_bias",
+    "batchnorm_after",
     "build_graph",
     "channel_groups",
     "check_forward",
+    "flatten_tensors",
     "group_of",
     "history",
+    "is_depthwise",
+    "is_gate",
     "layer_widths",
+    "path_after",
     "prune_group",
     "refresh_groups",
     "replay",
@@ -145,7 +164,7 @@ class Graph:
     ignored: frozenset[str]
     skipped: dict[str, str] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
-    dg: Any = None
+    _dg: Any = field(default=None, repr=False)  # Torch-Pruning's DependencyGraph; engine only
 
 
 # --- building ----------------------------------------------------------------------------------
@@ -174,7 +193,7 @@ def build_graph(
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad(), _quiet():
+        with torch.enable_grad(), _torch_pruning():
             outputs = _forward(model, example_inputs)
             _refuse_channel_shuffle(model, outputs)
             dg = tp.DependencyGraph().build_dependency(
@@ -192,10 +211,10 @@ def build_graph(
     graph = Graph(
         model=model,
         example_inputs=example_inputs,
-        output_shapes=[tuple(t.shape) for t in _flatten_tensors(outputs)],
+        output_shapes=[tuple(t.shape) for t in flatten_tensors(outputs)],
         protected=frozenset(_output_layers(dg)),
         ignored=frozenset(ignored_layers),
-        dg=dg,
+        _dg=dg,
     )
     return graph
 
@@ -206,21 +225,28 @@ def _forward(model: nn.Module, example_inputs: Inputs) -> Any:
     return model(*example_inputs)
 
 
-def _flatten_tensors(value: Any) -> list[torch.Tensor]:
+def flatten_tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor in a model output (a tensor, or nested tuples/lists/dicts of them), in order."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _flatten_tensors(item)]
+        return [t for item in value for t in flatten_tensors(item)]
     return []
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    import warnings
+# Torch-Pruning's pruning functions are process-wide singletons whose ``pruning_dim`` is set
+# right before each use, and ``warnings.catch_warnings`` swaps the global filter list: neither
+# survives two threads. Every call into Torch-Pruning holds this lock (re-entrant: listing
+# groups calls back into the graph).
+_TP_LOCK = threading.RLock()
 
-    with warnings.catch_warnings():
+
+@contextmanager
+def _torch_pruning() -> Iterator[None]:
+    """Hold the Torch-Pruning lock, with its warnings silenced (they repeat what we report)."""
+    with _TP_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 
@@ -232,7 +258,7 @@ def _refuse_channel_shuffle(model: nn.Module, outputs: Any) -> None:
     with a bare division by zero), so indices crossing a shuffle cannot be right. The
     signature in the autograd graph is a view or reshape whose *input* is 5-D.
     """
-    stack = [t.grad_fn for t in _flatten_tensors(outputs) if t.grad_fn is not None]
+    stack = [t.grad_fn for t in flatten_tensors(outputs) if t.grad_fn is not None]
     seen: set[int] = set()
     while stack:
         fn = stack.pop()
@@ -270,7 +296,7 @@ def _output_layers(dg: Any) -> set[str]:
         name = dg._module2name.get(module)
         if isinstance(module, (_CONV, nn.Linear, nn.MultiheadAttention)) and name is not None:
             found.add(name)
-            if not (isinstance(module, _CONV) and _is_depthwise(module)):
+            if not is_depthwise(module):
                 continue
         stack.extend(node.inputs)
     return found
@@ -286,11 +312,11 @@ def channel_groups(graph: Graph, *, ignored_layers: Collection[str] = ()) -> lis
     ``ignored_layers`` here or at :func:`build_graph`, or unsupported (see
     :func:`skipped_groups` for the reason).
     """
-    dg = graph.dg
+    dg = graph._dg
     blocked = graph.protected | graph.ignored | frozenset(ignored_layers)
     groups: list[ChannelGroup] = []
     graph.skipped.clear()
-    with _quiet(), _index_mapping_computed_once(dg):
+    with _torch_pruning(), _index_mapping_computed_once(dg):
         for tp_group in dg.get_all_groups(root_module_types=(_CONV, nn.Linear)):
             group = _convert(dg, tp_group)
             if group is None:
@@ -311,11 +337,11 @@ def group_of(graph: Graph, root: str) -> ChannelGroup:
     Raises :class:`PruningError` when ``root`` is not a conv/linear of the model or its group is
     protected, ignored or unsupported.
     """
-    dg = graph.dg
+    dg = graph._dg
     module = _module_by_name(graph.model, root)
     _out_channels(module)
     pruner = dg.get_pruner_of_module(module)
-    with _quiet():
+    with _torch_pruning():
         tp_group = dg.get_pruning_group(
             module, pruner.prune_out_channels, list(range(_out_channels(module)))
         )
@@ -341,30 +367,57 @@ def _index_mapping_computed_once(dg: Any) -> Iterator[None]:
 
     ``get_pruning_group`` recomputes every offset of the whole graph on each call, which is
     quadratic in the number of layers (DenseNet-121: 5 s per listing instead of 0.3 s). The
-    offsets only change when something is pruned, so while listing groups the recomputation
-    is replaced by a no-op and restored afterwards.
+    offsets only change when something is pruned, so while this thread lists the groups of
+    ``dg`` the recomputation is skipped for ``dg`` alone (see :class:`_IndexMappingSwitch`):
+    other graphs, and other threads, still get the real one.
     """
-    from torch_pruning.dependency import graph as tp_graph
-
-    real = tp_graph.index_mapping
-    real.update_index_mapping(dg)
-    tp_graph.index_mapping = _FrozenIndexMapping(real)
+    _install_index_mapping_switch()
+    _tp_graph.index_mapping.update_index_mapping(dg)
+    listing = _graphs_listed_here()
+    listing.add(id(dg))
     try:
         yield
     finally:
-        tp_graph.index_mapping = real
+        listing.discard(id(dg))
 
 
-class _FrozenIndexMapping:
+class _IndexMappingSwitch:
+    """Stands in for the ``index_mapping`` module inside ``torch_pruning.dependency.graph``.
+
+    Installed once and never removed (swapping the attribute in and out around each listing
+    was a race between threads: one thread could restore another's stand-in for good). It is
+    the real module, except that ``update_index_mapping(dg)`` does nothing while the calling
+    thread is inside :func:`_index_mapping_computed_once` for that very ``dg``.
+    """
+
+    installed_by_edgeprune = True
+
     def __init__(self, real: Any) -> None:
         self._real = real
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
-    @staticmethod
-    def update_index_mapping(_dg: Any) -> None:
-        return None
+    def update_index_mapping(self, dg: Any) -> None:
+        if id(dg) not in _graphs_listed_here():
+            self._real.update_index_mapping(dg)
+
+
+_listing = threading.local()
+
+
+def _graphs_listed_here() -> set[int]:
+    """``id`` of each DependencyGraph whose groups this thread is listing right now."""
+    ids: set[int] | None = getattr(_listing, "graphs", None)
+    if ids is None:
+        ids = _listing.graphs = set()
+    return ids
+
+
+def _install_index_mapping_switch() -> None:
+    with _TP_LOCK:
+        if not getattr(_tp_graph.index_mapping, "installed_by_edgeprune", False):
+            _tp_graph.index_mapping = _IndexMappingSwitch(_tp_graph.index_mapping)
 
 
 def refresh_groups(graph: Graph, *, ignored_layers: Collection[str] = ()) -> list[ChannelGroup]:
@@ -440,7 +493,12 @@ def _member_dim(dg: Any, handler: Callable[..., Any], module: nn.Module) -> str:
     return "in"
 
 
-def _is_depthwise(module: nn.Module) -> bool:
+def is_depthwise(module: nn.Module) -> bool:
+    """True for a depthwise conv: one filter per channel (``groups == out_channels > 1``).
+
+    It keeps the channel count and moves each channel on its own, so its channels follow the
+    layer before it rather than starting a group.
+    """
     return isinstance(module, _CONV) and module.groups == module.out_channels > 1
 
 
@@ -451,7 +509,7 @@ def _unsupported(group: ChannelGroup) -> str | None:
             return "an unnamed bare parameter"
         if isinstance(module, nn.MultiheadAttention):
             return f"{member.name}: multi-head attention needs per-head pruning"
-        if isinstance(module, _CONV) and module.groups > 1 and not _is_depthwise(module):
+        if isinstance(module, _CONV) and module.groups > 1 and not is_depthwise(module):
             return f"{member.name}: grouped convolution (groups={module.groups})"
         if isinstance(module, nn.PReLU) and module.num_parameters == 1:
             continue
@@ -464,7 +522,7 @@ def _weight_axis(member: Member) -> int:
         return member.param_dim % getattr(module, member.param).dim()
     if isinstance(module, _CONV):
         transposed = bool(getattr(module, "transposed", False))
-        if member.dim == "out" or _is_depthwise(module):
+        if member.dim == "out" or is_depthwise(module):
             return 1 if transposed else 0
         return 0 if transposed else 1
     if isinstance(module, nn.Linear):
@@ -472,6 +530,78 @@ def _weight_axis(member: Member) -> int:
     if isinstance(module, nn.LayerNorm):
         return module.weight.dim() - 1
     return 0
+
+
+# --- data flow after a layer ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathNode:
+    """One node of the traced data flow after a layer (see :func:`path_after`)."""
+
+    name: str | None  # the layer's qualified name; None for an operation (add, mul, relu, view...)
+    module: nn.Module | None  # the layer itself when ``name`` is set
+    inputs: int  # tensors flowing in: more than one where branches join (add, mul, concat)
+    is_multiply: bool  # an element-wise product
+    has_parameters: bool  # a layer with weights of its own, or a bare parameter
+
+
+def path_after(graph: Graph, module: nn.Module) -> Iterator[PathNode]:
+    """The nodes ``module``'s output flows through for as long as the flow does not branch.
+
+    The first node is the only consumer of ``module``'s output, the next the only consumer of
+    that one, and so on; the path ends after a node whose output goes to several consumers (or
+    to none). Nodes where other branches join in (``inputs > 1``) are part of the path: the
+    caller decides whether to stop there. Empty when ``module`` is not in the traced graph or
+    its output branches at once.
+    """
+    dg = graph._dg
+    node = dg.module2node.get(module)
+    while node is not None and len(node.outputs) == 1:
+        node = node.outputs[0]
+        yield _path_node(dg, node)
+
+
+def _path_node(dg: Any, node: Any) -> PathNode:
+    module = node.module
+    name = dg._module2name.get(module)
+    if isinstance(module, nn.Parameter):
+        has_parameters = True
+    else:
+        has_parameters = any(True for _ in module.parameters(recurse=False))
+    return PathNode(
+        name=name,
+        module=module if name is not None else None,
+        inputs=len(node.inputs),
+        is_multiply="mul" in str(getattr(module, "_grad_fn", "")).lower(),
+        has_parameters=has_parameters,
+    )
+
+
+def batchnorm_after(graph: Graph, module: nn.Module) -> nn.modules.batchnorm._BatchNorm | None:
+    """The BatchNorm (with running statistics) that reads ``module``'s output alone, if any."""
+    first = next(path_after(graph, module), None)
+    if first is None or first.inputs != 1:
+        return None
+    norm = first.module
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_mean is not None:
+        return norm
+    return None
+
+
+def is_gate(graph: Graph, module: nn.Module) -> bool:
+    """True when ``module``'s output only scales another tensor.
+
+    Its unbranched path, through operations without parameters, ends in an element-wise
+    product: the scale branch of a squeeze-excitation block. A layer on the way (even a
+    parameter-free one the model names) means it is not a plain gate.
+    """
+    for node in path_after(graph, module):
+        if node.inputs > 1:
+            return node.is_multiply
+        if node.name is not None:
+            return False
+    return False
 
 
 # --- pruning -----------------------------------------------------------------------------------
@@ -516,10 +646,10 @@ def prune_group(
 
 
 def _prune_root(graph: Graph, root: str, channels: list[int]) -> None:
-    dg = graph.dg
+    dg = graph._dg
     module = _module_by_name(graph.model, root)
     pruner = dg.get_pruner_of_module(module)
-    with _quiet():
+    with _torch_pruning():
         tp_group = dg.get_pruning_group(module, pruner.prune_out_channels, channels)
         if not dg.check_pruning_group(tp_group):
             raise PruningError(
@@ -597,7 +727,7 @@ def check_forward(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    got = [tuple(t.shape) for t in _flatten_tensors(out)]
+    got = [tuple(t.shape) for t in flatten_tensors(out)]
     if got != expected:
         raise PruningError(
             f"output shape changed after pruning: {got} instead of {expected}",

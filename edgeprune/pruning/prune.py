@@ -1,10 +1,10 @@
 """Structural pruning: remove whole channels, keep every dependent layer consistent.
 
 :func:`prune` is the one verb: it takes a model, example inputs and a :class:`PruneConfig`,
-scores every channel group (:mod:`edgeprune.importance`), removes the lowest-scoring channels
-through :mod:`edgeprune.engine` and returns a :class:`PruneResult` with the smaller model and the
-facts about it. Every prune checks itself: the forward pass must still run and the output shape
-must be unchanged.
+scores every channel group (:mod:`edgeprune.pruning.importance`), removes the lowest-scoring
+channels through :mod:`edgeprune.pruning.engine` and returns a :class:`PruneResult` with the
+smaller model and the facts about it. Every prune checks itself: the forward pass must still run
+and the output shape must be unchanged.
 
 How many channels a group loses:
 
@@ -18,127 +18,34 @@ How many channels a group loses:
 - ``round_to``: see :func:`round_kept`.
 - ``iterative_steps=N``: the target ratio grows linearly over N steps (``ratio × s / N`` of the
   original channels after step s) and channels are re-scored before each step.
+
+The config and per-layer ratio files live in :mod:`edgeprune.pruning.prune_config`;
+:class:`PruneConfig` and :func:`load_layer_ratios` are importable from here too.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from edgeprune.config import FieldProblem, read_toml
-from edgeprune.config import from_dict as config_from_dict
-from edgeprune.errors import ConfigError, NotFoundError, PruningError
+from edgeprune.errors import ConfigError, PruningError
 from edgeprune.models.cost import count_macs, count_params
 from edgeprune.pruning import engine
-from edgeprune.pruning.importance import (
-    Importance,
-    ImportanceContext,
-    get_importance,
-    list_importances,
-)
+from edgeprune.pruning.importance import Importance, ImportanceContext, get_importance
+from edgeprune.pruning.prune_config import PruneConfig as PruneConfig
+from edgeprune.pruning.prune_config import load_layer_ratios as load_layer_ratios
 
 __all__ = ["GroupChange", "PruneConfig", "PruneResult", "channel_scores", "group_ratios",
-           "load_layer_ratios", "prune", "round_kept"]
+           "kept_channels", "load_layer_ratios", "prune", "round_kept"]
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
 Progress = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """How to prune; the fields are the keys of a ``[prune]`` TOML table.
-
-    ``ratio``: fraction of channels removed per group (uniform) or over all groups (global).
-    ``layer_ratios``: module name → ratio for that layer's group; other groups use ``ratio``,
-    or are left alone with ``only_listed``. ``layers``: prune only these layers' groups.
-    ``ignored_layers``: layers whose output channels are never pruned (their input channels
-    still follow the layer before them). A layer name selects the group whose root it is, else
-    the group in which its output channels are cut (a BatchNorm, a residual partner).
-    """
-
-    ratio: float = 0.5
-    criterion: str = "l2"
-    scope: Literal["uniform", "global"] = "uniform"
-    layer_ratios: Mapping[str, float] | None = None
-    only_listed: bool = False
-    layers: tuple[str, ...] | None = None
-    ignored_layers: tuple[str, ...] = ()
-    round_to: int = 1
-    min_channels: int = 1
-    iterative_steps: int = 1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        # accept lists and dicts from Python callers; store immutable forms
-        if self.layers is not None and not isinstance(self.layers, tuple):
-            object.__setattr__(self, "layers", tuple(self.layers))
-        if not isinstance(self.ignored_layers, tuple):
-            object.__setattr__(self, "ignored_layers", tuple(self.ignored_layers))
-        if self.layer_ratios is not None and not isinstance(self.layer_ratios, MappingProxyType):
-            object.__setattr__(self, "layer_ratios", MappingProxyType(dict(self.layer_ratios)))
-
-    def _check(self) -> None:
-        """Rules beyond the types (called by the TOML loader and by :func:`prune`)."""
-        _check_ratio("ratio", self.ratio)
-        if self.criterion not in list_importances():
-            close = difflib.get_close_matches(self.criterion, list_importances(), n=1, cutoff=0.5)
-            raise FieldProblem("criterion", f"unknown criterion {self.criterion!r}",
-                               f"did you mean {close[0]!r}?" if close
-                               else f"use one of: {', '.join(list_importances())}")
-        if self.scope not in ("uniform", "global"):
-            close = difflib.get_close_matches(str(self.scope), ["uniform", "global"], n=1)
-            raise FieldProblem("scope", f"unknown scope {self.scope!r}",
-                               f"did you mean {close[0]!r}?" if close
-                               else "use 'uniform' or 'global'")
-        for name, value in (self.layer_ratios or {}).items():
-            _check_ratio(f"layer_ratios.{name}", value)
-        if self.layer_ratios and self.scope == "global":
-            raise FieldProblem("layer_ratios", "per-layer ratios need scope = 'uniform'",
-                               "drop layer_ratios or set scope = 'uniform'")
-        if self.only_listed and not self.layer_ratios:
-            raise FieldProblem("only_listed", "only_listed needs layer_ratios",
-                               "add a layer_ratios table or drop only_listed")
-        if self.layers is not None and not self.layers:
-            raise FieldProblem("layers", "empty list of layers",
-                               "name at least one layer, or drop the key to prune all")
-        for key in ("round_to", "min_channels", "iterative_steps"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise FieldProblem(key, f"must be an integer >= 1, got {value!r}",
-                                   f"set {key} = 1 or more")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "prune config") -> PruneConfig:
-        """Build from a TOML/JSON table; errors name ``source``, the key and the fix."""
-        return config_from_dict(cls, data, source=source)
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            data[f.name] = value
-        return data
-
-
-def _check_ratio(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise FieldProblem(key, f"ratio {value!r} is outside [0, 1)",
-                           "give the fraction of channels to remove, e.g. 0.3 (1 would remove "
-                           "every channel)")
 
 
 @dataclass(frozen=True)
@@ -224,75 +131,13 @@ def round_kept(kept: int, original: int, round_to: int) -> int:
     return down if down >= round_to else original
 
 
-# --- layer ratio files -------------------------------------------------------------------------
-
-
-def load_layer_ratios(path: str | Path, model: nn.Module | None = None) -> dict[str, float]:
-    """Read per-layer ratios from TOML (a ``[ratios]`` table) or JSON (an object, or one under
-    ``"ratios"``); with ``model``, every name must be one of its layers.
-    """
-    path = Path(path)
-    source = str(path)
-    if path.suffix.lower() == ".json":
-        try:
-            data: Any = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise NotFoundError(f"ratios file {source!r} does not exist",
-                                hint="check the path") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: invalid JSON: {exc}",
-                              hint='write {"ratios": {"layer2.0.conv1": 0.5}}') from None
-        if isinstance(data, dict) and isinstance(data.get("ratios"), dict):
-            data = data["ratios"]
-        prefix = ""
-    else:
-        data = read_toml(path).get("ratios")
-        prefix = "ratios."
-        if data is None:
-            raise ConfigError(f"{source}: no [ratios] table",
-                              hint='add [ratios] with lines like "layer2.0.conv1" = 0.5')
-        if isinstance(data, dict):
-            data = _dotted(data)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: ratios must be a table of layer name = ratio",
-                          hint='e.g. [ratios] "layer2.0.conv1" = 0.5')
-    names = _layer_names(model) if model is not None else None
-    ratios: dict[str, float] = {}
-    for name, value in data.items():
-        key = f"{prefix}{name}"
-        try:
-            _check_ratio(key, value)
-        except FieldProblem as exc:
-            raise ConfigError(f"{source}: key '{key}': {exc.message}", hint=exc.hint) from None
-        if names is not None and name not in names:
-            raise ConfigError(f"{source}: key '{key}': no layer named {name!r} in the model",
-                              hint=_did_you_mean(name, names))
-        ratios[str(name)] = float(value)
-    return ratios
-
-
-def _dotted(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Unquoted TOML keys like ``layer2.0.conv1 = 0.5`` parse as nested tables: join them."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _layer_names(model: nn.Module) -> list[str]:
-    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm,
-             nn.GroupNorm)
-    return [n for n, m in model.named_modules() if n and isinstance(m, kinds)]
-
-
-def _did_you_mean(name: str, names: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.4)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return "list the layer names with `edgeprune info MODEL` (or model.named_modules())"
+def kept_channels(size: int, ratio: float, config: PruneConfig) -> int:
+    """Channels a group of ``size`` keeps when pruned once at ``ratio``, as :func:`prune` counts
+    them: ``floor(ratio × size)`` removed, at least ``config.min_channels`` kept (or all of a
+    narrower group), the count rounded by :func:`round_kept` to ``config.round_to``."""
+    removed = math.floor(size * ratio + 1e-9)  # 0.2 × 128 = 25, never 26
+    kept = max(size - removed, min(config.min_channels, size))
+    return round_kept(kept, size, config.round_to)
 
 
 # --- the verb ----------------------------------------------------------------------------------
@@ -330,8 +175,7 @@ def prune(
     deep-copied unless ``inplace`` (then a failed check may leave it partly pruned).
     """
     config = config or PruneConfig()
-    _validate(config)
-    _check_names(model, config)
+    config.validate(model)
     work = model if inplace else copy.deepcopy(model)
     criterion = importance or get_importance(config.criterion)
     ctx = ImportanceContext(calibration=tuple(calibration or ()), labeled=tuple(labeled or ()),
@@ -383,13 +227,6 @@ def _step(model: nn.Module, graph: engine.Graph, tracks: dict[str, _Track],
     return sum(len(v) for v in chosen.values())
 
 
-def _validate(config: PruneConfig) -> None:
-    try:
-        config._check()
-    except FieldProblem as exc:
-        raise ConfigError(f"prune config: key '{exc.key}': {exc.message}", hint=exc.hint) from None
-
-
 def _output_shapes(model: nn.Module, example_inputs: Inputs) -> list[tuple[int, ...]]:
     was_training = model.training
     model.eval()
@@ -399,33 +236,10 @@ def _output_shapes(model: nn.Module, example_inputs: Inputs) -> list[tuple[int, 
                    else model(*example_inputs))
     finally:
         model.train(was_training)
-    flat: list[torch.Tensor] = []
-    stack: list[Any] = [out]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, torch.Tensor):
-            flat.append(item)
-        elif isinstance(item, (list, tuple)):
-            stack[:0] = list(item)
-        elif isinstance(item, Mapping):
-            stack[:0] = list(item.values())
-    return [tuple(t.shape) for t in flat]
+    return [tuple(t.shape) for t in engine.flatten_tensors(out)]
 
 
 # --- planning ----------------------------------------------------------------------------------
-
-
-def _check_names(model: nn.Module, config: PruneConfig) -> None:
-    """Every layer the config names exists (before tracing, so typos fail fast)."""
-    known = {n for n, _ in model.named_modules() if n}
-    layer_names = _layer_names(model)
-    named = [("layers", n) for n in config.layers or ()]
-    named += [(f"layer_ratios.{n}", n) for n in config.layer_ratios or {}]
-    named += [("ignored_layers", n) for n in config.ignored_layers]
-    for key, name in named:
-        if name not in known:
-            raise ConfigError(f"prune config: key '{key}': no layer named {name!r} in the model",
-                              hint=_did_you_mean(name, layer_names))
 
 
 def _plan(model: nn.Module, graph: engine.Graph, config: PruneConfig) -> dict[str, _Track]:
@@ -519,10 +333,7 @@ def _group_of(name: str, groups: Sequence[engine.ChannelGroup], graph: engine.Gr
 
 def _target_kept(track: _Track, ratio: float, step: int, config: PruneConfig) -> int:
     """Channels the group should have after ``step`` of the linear schedule (rounded)."""
-    fraction = ratio * step / config.iterative_steps
-    removed = math.floor(track.original * fraction + 1e-9)  # 0.2 × 128 = 25, never 26
-    kept = max(track.original - removed, min(config.min_channels, track.original))
-    return round_kept(kept, track.original, config.round_to)
+    return kept_channels(track.original, ratio * step / config.iterative_steps, config)
 
 
 def _scores(criterion: Importance, group: engine.ChannelGroup,

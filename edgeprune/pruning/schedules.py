@@ -11,16 +11,11 @@ One entry, :func:`run_schedule`, runs a schedule registered by name (:func:`regi
   step further while training continues (the optimizer is rebuilt for the smaller tensors).
 - ``retrain``: prune the architecture, re-initialise every module that has ``reset_parameters()``
   and train the smaller network from scratch (Liu et al. 2019 ask whether pruned weights matter).
-- ``soft``: Soft Filter Pruning (He et al. 2018). After every epoch the lowest-L2 filters of each
-  channel group are set to zero but keep training (they get gradients and may grow back); after
-  the last epoch the lowest filters are zeroed once more and only those channels are removed for
-  good through :func:`edgeprune.pruning.materialize.materialize`, which checks the outputs did not
-  change: a channel whose bias (or BatchNorm shift) leaves it dead is removed, a constant one is
-  folded into the next layer where that is exact; only groups with a constant that cannot be
-  folded (a zero-padded conv follows) get their bias and BatchNorm zeroed before the cut.
-  Coupled layers (residual partners, downsample paths) are zeroed together, per channel group.
-  BatchNorm is left alone while training: a zero scale would stop the gradient to the filter and
-  no zeroed filter could ever recover.
+- ``soft``: Soft Filter Pruning (He et al. 2018, :mod:`edgeprune.pruning.soft`). After every
+  epoch the lowest-L2 filters of each channel group are set to zero but keep training (they get
+  gradients and may grow back); after the last epoch the lowest filters are zeroed once more and
+  only those channels are removed for good (through
+  :func:`edgeprune.pruning.materialize.materialize`, which checks the outputs did not change).
 
 Every schedule returns a :class:`ScheduleResult` with the accuracy before, right after pruning
 (where a pruned-but-untrained model exists) and at the end. :func:`compare_soft_hard` runs
@@ -30,7 +25,6 @@ Every schedule returns a :class:`ScheduleResult` with the accuracy before, right
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,14 +38,20 @@ from edgeprune._registry import Registry
 from edgeprune.errors import UsageError
 from edgeprune.models.cost import count_macs, count_params
 from edgeprune.pruning import engine
-from edgeprune.pruning.prune import PruneConfig, PruneResult, group_ratios, prune, round_kept
+from edgeprune.pruning.prune import (
+    PruneConfig,
+    PruneResult,
+    group_ratios,
+    kept_channels,
+    prune,
+)
+from edgeprune.pruning.soft import SoftFilterPruning
 from edgeprune.training.evaluate import EvalResult, evaluate
 from edgeprune.training.finetune import FinetuneResult, finetune
 from edgeprune.training.recipes import Recipe, get_recipe
 
 __all__ = [
     "ScheduleResult",
-    "SoftFilterPruning",
     "SoftHardComparison",
     "compare_soft_hard",
     "get_schedule",
@@ -66,8 +66,6 @@ __all__ = [
 
 Progress = Callable[[dict[str, Any]], None]
 Inputs = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
-_CONV = nn.modules.conv._ConvNd
-_BN = nn.modules.batchnorm._BatchNorm
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -209,7 +207,7 @@ class _Run:
                 (t for t in self._targets if t[3] & names), None)
             if target is None or target[2] <= 0:
                 continue
-            kept = _kept(target[1], target[2] * step / steps, config)
+            kept = kept_channels(target[1], target[2] * step / steps, config)
             if group.size > kept:
                 cut[group.root] = (group.size - kept) / group.size
         if not cut:
@@ -339,14 +337,6 @@ def _step_config(config: PruneConfig, step: int, steps: int) -> PruneConfig:
     return replace(config, ratio=rel(config.ratio), layer_ratios=ratios, iterative_steps=1)
 
 
-def _kept(size: int, ratio: float, config: PruneConfig) -> int:
-    """Channels a group of ``size`` keeps when pruned once at ``ratio`` (as :func:`prune` does:
-    floor of the removed count, ``min_channels``, ``round_to``)."""
-    removed = math.floor(size * ratio + 1e-9)
-    kept = max(size - removed, min(config.min_channels, size))
-    return round_kept(kept, size, config.round_to)
-
-
 def _out_names(group: engine.ChannelGroup) -> frozenset[str]:
     return frozenset(m.name for m in group.members if m.dim == "out")
 
@@ -457,104 +447,12 @@ def _retrain(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[
     return model, pruned_eval, list(result.history), pruned_layers(result)
 
 
-# --- soft filter pruning -----------------------------------------------------------------------
-
-
-class SoftFilterPruning:
-    """Zero the lowest-L2 filters of each channel group at a rate, keep them trainable.
-
-    Build it on the model to be trained; it is the
-    :class:`~edgeprune.training.finetune.EpochHook` that ``finetune`` calls after every epoch.
-    Scores are the L2 norm of a channel's filters over all the group's producing conv/linear
-    layers (so residual partners are scored and zeroed together). Between epochs only filter
-    weights are zeroed (see :func:`_zero_member`); :meth:`finalize` zeroes once more, biases and
-    BatchNorm scale/shift included, so the selected channels are dead and removing them is exact.
-    """
-
-    def __init__(self, model: nn.Module, example_inputs: Inputs, config: PruneConfig) -> None:
-        if config.scope != "uniform":
-            raise UsageError("soft filter pruning zeroes filters per layer (scope 'uniform')",
-                             hint="set scope = 'uniform' in the prune config")
-        graph = engine.build_graph(model, example_inputs, ignored_layers=config.ignored_layers)
-        ratios = group_ratios(model, graph, config)
-        self.config = config
-        self.groups = [g for g in engine.channel_groups(graph) if ratios.get(g.root, 0) > 0]
-        self.n_zero = {g.root: self._count(g.size, ratios[g.root]) for g in self.groups}
-        self.zeroed: dict[str, list[int]] = {}
-
-    def _count(self, size: int, ratio: float) -> int:
-        removed = math.floor(size * ratio + 1e-9)
-        kept = max(size - removed, min(self.config.min_channels, size))
-        return size - round_kept(kept, size, self.config.round_to)
-
-    def __call__(self, epoch: int, model: nn.Module) -> bool:
-        self.zero(final=False)
-        return False
-
-    def state(self) -> dict[str, Any]:
-        return {"zeroed": self.zeroed}
-
-    def restore(self, state: Mapping[str, Any], model: nn.Module) -> None:
-        self.zeroed = {k: list(v) for k, v in state.get("zeroed", {}).items()}
-
-    def zero(self, *, final: bool) -> dict[str, list[int]]:
-        """Zero the lowest-L2 channels of every group; returns root → channels zeroed."""
-        with torch.no_grad():
-            for group in self.groups:
-                n = self.n_zero[group.root]
-                if n <= 0:
-                    continue
-                scores = self.scores(group)
-                chosen = sorted(int(i) for i in torch.argsort(scores, stable=True)[:n])
-                for member in group.members:
-                    _zero_member(member, chosen, final=final)
-                self.zeroed[group.root] = chosen
-        return dict(self.zeroed)
-
-    def finalize(self) -> dict[str, list[int]]:
-        return self.zero(final=True)
-
-    @staticmethod
-    def scores(group: engine.ChannelGroup) -> torch.Tensor:
-        total = torch.zeros(group.size)
-        for member, rows in group.weights():
-            if member.dim == "out" and isinstance(member.module, (_CONV, nn.Linear)):
-                total += rows.float().pow(2).sum(dim=1)
-                bias = getattr(member.module, "bias", None)
-                if isinstance(bias, torch.Tensor):
-                    picked = bias.detach().index_select(0, torch.tensor(member.idxs))
-                    total.index_add_(0, torch.tensor(member.root_idxs), picked.float().pow(2))
-        return total.sqrt()
-
-
-def _zero_member(member: engine.Member, channels: Sequence[int], *, final: bool) -> None:
-    """Zero the member's filters of ``channels``; ``final`` also zeroes biases and BN affine.
-
-    While training only the filter weights are zeroed: a zeroed filter whose channel still
-    carries its bias (or BatchNorm shift) passes gradients through the activation and can grow
-    back. Zeroing the bias too would leave it at a ReLU's zero point with no gradient at all.
-    """
-    module = member.module
-    if member.dim != "out":
-        return
-    wanted = set(channels)
-    idxs = [i for i, r in zip(member.idxs, member.root_idxs, strict=True) if r in wanted]
-    if not idxs:
-        return
-    index = torch.tensor(idxs, dtype=torch.long)
-    if isinstance(module, (_CONV, nn.Linear)):
-        transposed = bool(getattr(module, "transposed", False))
-        module.weight.index_fill_(1 if transposed else 0, index, 0.0)
-        if final and module.bias is not None:
-            module.bias.index_fill_(0, index, 0.0)
-    elif final and isinstance(module, _BN) and module.affine:
-        module.weight.index_fill_(0, index, 0.0)
-        module.bias.index_fill_(0, index, 0.0)
+# --- soft filter pruning (edgeprune.pruning.soft) ----------------------------------------------
 
 
 @register_schedule("soft")
 def _soft(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str, ...]]:
-    from edgeprune.pruning.materialize import materialize
+    from edgeprune.data import calibration_batches
 
     model = copy.deepcopy(run.model)
     sfp = SoftFilterPruning(model, run.example_inputs, run.config)
@@ -563,31 +461,17 @@ def _soft(run: _Run) -> tuple[nn.Module, EvalResult | None, list[Any], tuple[str
         raise UsageError("soft filter pruning trains every filter",
                          hint="use a recipe with trainable = 'all' (e.g. full or distill)")
     run.finetune(model, recipe, "soft", hook=sfp)
-    zeroed = sfp.zero(final=False)  # the last cut, scored on the trained weights
-    expected = {root: len(ch) for root, ch in zeroed.items() if ch}
-    from edgeprune.data import calibration_batches
-
     calibration = calibration_batches(run.bundle, 4, 32, split="val", seed=run.config.seed)
-    # A zeroed filter's channel still carries its bias / BatchNorm shift: dead after a ReLU
-    # when negative (removed exactly), else a constant that materialize folds into the next
-    # layer where that is exact — the trained model is kept as it was validated. Only groups
-    # whose constants cannot be folded (a zero-padded conv follows) get their bias and
-    # BatchNorm zeroed too (the final cut of SoftFilterPruning.finalize), then go.
-    result = materialize(model, run.example_inputs, calibration=calibration)
-    short = sorted(k for k, n in expected.items() if result.removed.get(k, 0) < n)
-    if short:
-        with torch.no_grad():
-            for group in sfp.groups:
-                if group.root in short:
-                    for member in group.members:
-                        _zero_member(member, zeroed[group.root], final=True)
-        result = materialize(model, run.example_inputs, calibration=calibration)
-    run.phases.append({"phase": "materialize", "zeroed": {k: len(v) for k, v in zeroed.items()},
-                       "biases_zeroed": short, **result.to_dict()})
-    if {k: v for k, v in result.removed.items() if v} != expected:
-        run.notes.append(f"materialize removed {result.removed}, soft pruning zeroed {expected}")
+    cut = sfp.remove_zeroed(model, run.example_inputs, calibration)
+    result = cut.result
+    run.phases.append({"phase": "materialize",
+                       "zeroed": {k: len(v) for k, v in cut.zeroed.items()},
+                       "biases_zeroed": list(cut.biases_zeroed), **result.to_dict()})
+    if {k: v for k, v in result.removed.items() if v} != cut.expected:
+        run.notes.append(f"materialize removed {result.removed}, soft pruning zeroed "
+                         f"{cut.expected}")
     layers = tuple(sorted({m.name for g in sfp.groups for m in g.members
-                           if zeroed.get(g.root)}))
+                           if cut.zeroed.get(g.root)}))
     return result.model, None, list(result.history), layers
 
 

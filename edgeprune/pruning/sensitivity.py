@@ -13,8 +13,9 @@ per-layer budget and check the combined model (``edgeprune prune --ratios FILE``
 
 Outputs: :meth:`SensitivityResult.to_dict` (JSON), :func:`write_ratios_toml` (the ``[ratios]``
 file that ``edgeprune prune --ratios`` and
-:func:`edgeprune.pruning.prune.load_layer_ratios` read) and
-:func:`plot` (a PNG; matplotlib is imported only there, with the Agg backend).
+:func:`edgeprune.pruning.prune_config.load_layer_ratios` read) and
+:func:`plot` (a PNG drawn through :mod:`edgeprune._plotting`; :func:`write_outputs` leaves it out
+when matplotlib is not installed).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from edgeprune._io import atomic_write_bytes, atomic_write_text
+from edgeprune._plotting import PlottingUnavailable, figure, png_bytes
 from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import PruningError, UsageError
 from edgeprune.models.cost import count_params
@@ -259,16 +261,11 @@ def write_ratios_toml(path: str | os.PathLike[str], ratios: Mapping[str, float],
 
 
 def plot(result: SensitivityResult, path: str | os.PathLike[str]) -> Path:
-    """Top-1 against ratio, one line per layer, as a PNG."""
-    import io
+    """Top-1 against ratio, one line per layer, as a PNG.
 
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4.5), dpi=110)
-    ax = fig.add_subplot()
+    Raises :class:`~edgeprune._plotting.PlottingUnavailable` when matplotlib is not installed.
+    """
+    fig, ax = figure(7, 4.5)
     for name, points in result.layers.items():
         ax.plot([0.0] + [p.ratio for p in points],
                 [result.baseline_top1] + [p.top1 for p in points], marker="o", label=name)
@@ -279,9 +276,7 @@ def plot(result: SensitivityResult, path: str | os.PathLike[str]) -> Path:
     if len(result.layers) <= 20:
         ax.legend(fontsize="small", ncol=2 if len(result.layers) > 8 else 1)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, png_bytes(fig, tight=False))
 
 
 def write_outputs(result: SensitivityResult, out_dir: str | os.PathLike[str], *,
@@ -310,7 +305,10 @@ def write_outputs(result: SensitivityResult, out_dir: str | os.PathLike[str], *,
                    + ("" if facts["params_removed_measured"] else " (estimated)"))
         files["ratios"] = str(write_ratios_toml(out / "ratios.toml", ratios, comment))
     if make_plot:
-        files["plot"] = str(plot(result, out / "sensitivity.png"))
+        try:
+            files["plot"] = str(plot(result, out / "sensitivity.png"))
+        except PlottingUnavailable as exc:
+            data["plot_skipped"] = str(exc)
     files["json"] = str(out / "sensitivity.json")
     data["files"] = files
     atomic_write_json(out / "sensitivity.json", data)

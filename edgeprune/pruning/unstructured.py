@@ -5,8 +5,8 @@ Individual weights of Conv and Linear layers are set to zero, either those below
 or across all selected layers at once (``scope="global"``). The tensors keep their shapes: this
 gives *sparsity*, not speed. Dense runtimes (onnxruntime, TFLite, TensorRT without sparse kernels)
 multiply the zeros like any other number, and the model file only shrinks once compressed.
-Every :class:`SparsityReport` says so in its ``note``; structured pruning (:mod:`edgeprune.prune`)
-is what makes an edge device faster.
+Every :class:`SparsityReport` says so in its ``note``; structured pruning
+(:mod:`edgeprune.pruning.prune`) is what makes an edge device faster.
 
 Zeroing is done in place on the parameters by default. With ``leave_masks=True`` the pruning goes
 through ``torch.nn.utils.prune`` instead (``weight_orig`` + ``weight_mask``), so training can
