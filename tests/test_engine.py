@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import PruningError
+from edgeprune.models.cost import width_table
 from edgeprune.pruning import engine
 from tests._helpers import torchvision_model
 
@@ -163,11 +164,11 @@ def test_history_replay_reproduces_widths_and_outputs(resnet18: nn.Module) -> No
     assert len(steps) == 3
 
     rebuilt = engine.replay(pristine, x, steps)
-    assert engine.layer_widths(rebuilt) == engine.layer_widths(model)
+    assert width_table(rebuilt) == width_table(model)
     rebuilt.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
-    assert engine.layer_widths(model)["layer4.0.downsample.0"]["out"] == 512 - 171
+    assert width_table(model)["layer4.0.downsample.0"]["out"] == 512 - 171
 
 
 def test_pruning_every_channel_or_a_stale_group_is_refused(resnet18: nn.Module) -> None:
@@ -261,7 +262,7 @@ def _prune_in_rounds(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
             engine.prune_group(graph, group, list(range(0, group.size, 4)))
     with torch.no_grad():
         out = model(x)
-    return {"widths": engine.layer_widths(model), "out": out, "history": engine.history(graph)}
+    return {"widths": width_table(model), "out": out, "history": engine.history(graph)}
 
 
 def test_two_threads_prune_two_models_at_once(
@@ -297,7 +298,7 @@ def test_two_threads_prune_two_models_at_once(
         assert got["out"].shape == (1, 10)
         assert torch.allclose(got["out"], want["out"], atol=1e-5), name
     assert together["resnet18"]["widths"]["conv1"] == {"in": 3, "out": 36, "groups": 1}  # 64-16-12
-    assert together["mobilenet_v2"]["widths"] != engine.layer_widths(mobilenet_v2)
+    assert together["mobilenet_v2"]["widths"] != width_table(mobilenet_v2)
 
 
 class _TwoBranchConcat(nn.Module):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edgeprune.errors import ConfigError
+from edgeprune.models.cost import width_table
 from edgeprune.pruning import engine
 from edgeprune.pruning.prune import PruneConfig
 from edgeprune.pruning.schedules import (
@@ -81,7 +82,7 @@ def test_stepwise_schedules_end_at_the_one_shot_widths(trained, bundle, example)
     for name in ("oneshot", "iterative", "during-training"):
         result = run_schedule(trained, bundle, name, config, recipe, epochs=3,
                               example_inputs=example)
-        widths[name] = {k: v["out"] for k, v in engine.layer_widths(result.model).items()}
+        widths[name] = {k: v["out"] for k, v in width_table(result.model).items()}
     assert widths["oneshot"]["features.0"] == 32 - 19  # floor(0.6 × 32) removed
     assert widths["iterative"] == widths["oneshot"]
     assert widths["during-training"] == widths["oneshot"]
@@ -105,7 +106,7 @@ def test_soft_filter_pruning_zeroes_and_materializes_exactly(trained, bundle, ex
     assert {n: _zero_rows(model, n) for n in expected} == expected
     batches = [bundle.val.dataset.batch(list(range(i, i + 64)))[0] for i in (0, 64)]
     result = materialize(model, example, calibration=batches)
-    widths = engine.layer_widths(result.model)
+    widths = width_table(result.model)
     assert widths["features.0"]["out"] == 32 - 19 and widths["features.3"]["out"] == 64 - 38
     assert widths["classifier.0"]["out"] == 128 - 76
     model.eval()
@@ -158,7 +159,7 @@ def test_soft_filter_pruning_zeroes_residual_groups_together(digits_images):
             weight = member.module.weight.detach()
             assert weight[list(channels)].abs().sum() == 0, member.name
     result = materialize(model, x[:1], calibration=[x])
-    assert engine.layer_widths(result.model)["layer1.0.conv2"]["out"] == 64 - 16
+    assert width_table(result.model)["layer1.0.conv2"]["out"] == 64 - 16
     assert result.removed[residual.root] == 16
     with torch.no_grad():
         assert (model(x) - result.model(x)).abs().max() <= 1e-5

@@ -41,6 +41,7 @@ __all__ = [
     "layer_widths",
     "model_info",
     "state_dict_bytes",
+    "width_table",
 ]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -227,6 +228,30 @@ def layer_widths(model: nn.Module) -> list[LayerWidth]:
         elif isinstance(module, nn.LayerNorm):
             n = math.prod(module.normalized_shape)
             widths.append(LayerWidth(name, kind, n, n))
+    return widths
+
+
+def width_table(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Per conv/linear/norm layer its widths as plain data (``in``/``out``/``groups`` or
+    ``features``): what a prune result records before and after."""
+    widths: dict[str, dict[str, int]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            widths[name] = {
+                "in": int(module.in_channels),
+                "out": int(module.out_channels),
+                "groups": int(module.groups),
+            }
+        elif isinstance(module, nn.Linear):
+            widths[name] = {"in": int(module.in_features), "out": int(module.out_features)}
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            widths[name] = {"features": int(module.num_features)}
+        elif isinstance(module, nn.LayerNorm):
+            widths[name] = {"features": int(module.normalized_shape[-1])}
+        elif isinstance(module, nn.GroupNorm):
+            widths[name] = {"features": int(module.num_channels), "groups": int(module.num_groups)}
+        elif isinstance(module, nn.modules.instancenorm._InstanceNorm):
+            widths[name] = {"features": int(module.num_features)}
     return widths
 
 

@@ -73,7 +73,6 @@ __all__ = [
     "history",
     "is_depthwise",
     "is_gate",
-    "layer_widths",
     "path_after",
     "prune_group",
     "refresh_groups",
@@ -736,29 +735,6 @@ def check_forward(
 
 
 # --- widths, history, replay -------------------------------------------------------------------
-
-
-def layer_widths(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Per conv/linear/norm layer its widths: ``in``/``out``/``groups`` or ``features``."""
-    widths: dict[str, dict[str, int]] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, _CONV):
-            widths[name] = {
-                "in": int(module.in_channels),
-                "out": int(module.out_channels),
-                "groups": int(module.groups),
-            }
-        elif isinstance(module, nn.Linear):
-            widths[name] = {"in": int(module.in_features), "out": int(module.out_features)}
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            widths[name] = {"features": int(module.num_features)}
-        elif isinstance(module, nn.LayerNorm):
-            widths[name] = {"features": int(module.normalized_shape[-1])}
-        elif isinstance(module, nn.GroupNorm):
-            widths[name] = {"features": int(module.num_channels), "groups": int(module.num_groups)}
-        elif isinstance(module, nn.modules.instancenorm._InstanceNorm):
-            widths[name] = {"features": int(module.num_features)}
-    return widths
 
 
 def add_bias(graph: Graph, layer: str) -> nn.Parameter:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import ConfigError, PruningError
-from edgeprune.models.cost import count_macs, count_params
+from edgeprune.models.cost import count_macs, count_params, width_table
 from edgeprune.pruning import engine
 from edgeprune.pruning.importance import Importance, ImportanceContext, get_importance
 from edgeprune.pruning.prune_config import PruneConfig as PruneConfig
@@ -186,7 +186,7 @@ def prune(
     expected = _output_shapes(work, example_inputs)
     params_before = count_params(work)
     macs_before = count_macs(work, example_inputs)
-    widths_before = engine.layer_widths(work)
+    widths_before = width_table(work)
     graph = engine.build_graph(work, example_inputs, ignored_layers=config.ignored_layers)
     tracks = _plan(work, graph, config)
     for step in range(1, config.iterative_steps + 1):
@@ -203,7 +203,7 @@ def prune(
     return PruneResult(
         model=work, config=config, params_before=params_before, params_after=count_params(work),
         macs_before=macs_before, macs_after=count_macs(work, example_inputs),
-        widths_before=widths_before, widths_after=engine.layer_widths(work), groups=changes,
+        widths_before=widths_before, widths_after=width_table(work), groups=changes,
         history=tuple(engine.history(graph)), notes=tuple(ctx.notes))
 
 
