@@ -87,7 +87,7 @@ class Bench:
     def run(self, path: Path, *, cid: str, role: str, batch: int) -> Any:
         """Measure ``path`` once; infeasible-on-device errors are logged, then re-raised."""
         from edgeprune._signals import raise_if_interrupted
-        from edgeprune.devices.measure import measure as real_measure
+        from edgeprune.pipeline.measuring import measure as real_measure
 
         raise_if_interrupted()
 

@@ -419,7 +419,7 @@ def _static(path: Path, shape: tuple[int, ...] | None,
 
 
 def _static_onnx(path: Path, shape: tuple[int, ...] | None) -> ArtifactMetrics:
-    from edgeprune.devices.measure import artifact_files
+    from edgeprune.artifacts.files import artifact_files
     from edgeprune.models.cost import onnx_info
 
     # a corrupt file is an ExportError naming the fix; MACs as info shows them
@@ -488,7 +488,7 @@ def _settings(settings: Any, shape: tuple[int, ...] | None) -> Any:
 
 def _measured(m: ArtifactMetrics, model: Any, target: Any, settings: Any, percentile: int,
               profile: Any, stack: contextlib.ExitStack, emit: Progress) -> ArtifactMetrics:
-    from edgeprune.devices.measure import measure
+    from edgeprune.pipeline.measuring import measure
 
     path = Path(m.artifact)
     if m.kind == "pruned":
