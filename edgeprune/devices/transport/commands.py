@@ -3,13 +3,14 @@ its two marker lines say.
 
 The wrapper (the login shell runs it; device login shells are sh-like: dash, ash, bash)::
 
-    cd CWD && { sh -c 'echo "EDGEPRUNE-PID $$" >&2 && exec "$@"' sh [env K=V] ARGV \
+    cd CWD && { sh -c 'echo "EDGEPRUNE-PID $$ $PPID" >&2 && exec "$@"' sh [env K=V] ARGV \
         2>&3 3>&- & wait $!; } 3>&2 2>/dev/null
     s=$?; n=; [ "$s" -gt 128 ] && n=$(kill -l "$s" 2>/dev/null)
     printf '\nEDGEPRUNE-STATUS %s %s\n' "$s" "$n" >&2; exit "$s"
 
-- the child announces its PID on the first stderr line, then becomes the command (``exec``),
-  so a timeout, Ctrl-C or a dropped link stops exactly the command (see ``Connection.run``);
+- the child announces its PID (and its wrapper's) on the first stderr line, then becomes the
+  command (``exec``), so a timeout, Ctrl-C or a dropped link stops exactly the command and its
+  wrapper, nothing else (see ``Connection.run``);
 - the wrapper waits for it and reports its status on the last stderr line: ``128+N`` when signal
   N ended it, named by the device's own ``kill -l`` (signal numbers differ between
   architectures). OpenSSH says the same with an ``exit-signal`` channel request, which paramiko
@@ -36,7 +37,7 @@ __all__ = ["PID_MARKER", "STATUS_MARKER", "CommandResult", "await_pid", "command
 
 PID_MARKER = "EDGEPRUNE-PID "
 STATUS_MARKER = "EDGEPRUNE-STATUS "
-_CHILD = f'echo "{PID_MARKER}$$" >&2 && exec "$@"'
+_CHILD = f'echo "{PID_MARKER}$$ $PPID" >&2 && exec "$@"'
 _REPORT = ('s=$?; n=; [ "$s" -gt 128 ] && n=$(kill -l "$s" 2>/dev/null); '
            f"printf '\\n{STATUS_MARKER}%s %s\\n' \"$s\" \"$n\" >&2; exit \"$s\"")
 _STATUS_LINE = re.compile(r"(\d+) ?(\S*)\n?")
@@ -77,7 +78,7 @@ def wrap_command(argv: Sequence[str], cwd: str | None = None,
 
 
 def parse_pid(err: bytes | bytearray) -> str:
-    """The PID on the first stderr line, or "" while it has not arrived."""
+    """The PID line's "COMMAND_PID WRAPPER_PID", or "" while it has not arrived."""
     first = bytes(err).split(b"\n", 1)[0].decode("utf-8", "replace")
     return first[len(PID_MARKER):].strip() if first.startswith(PID_MARKER) else ""
 

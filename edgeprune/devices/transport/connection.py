@@ -222,19 +222,26 @@ class Connection:
                 chan.close()
         return command_result(command, status, out, err)
 
-    def _kill(self, pid: str | None) -> None:
-        """Best effort: stop a remote process we gave up on (timeout, Ctrl-C)."""
-        if not pid or not pid.isdigit():
+    def _kill(self, pids: str | None) -> None:
+        """Best effort: stop a remote command we gave up on (timeout, Ctrl-C, a dropped link).
+
+        ``pids`` is the wrapper's PID line: the command's PID, then its waiting wrapper's. The
+        wrapper goes first (KILL: it has nothing left to report), then the command: TERM, up to
+        2 s to exit, then KILL (quick: a second Ctrl-C may be coming).
+        """
+        ids = (pids or "").split()
+        if not ids or not all(p.isdigit() for p in ids):
             return
+        pid, wrapper = ids[0], ids[1:]
         with contextlib.suppress(Exception):
             assert self._client is not None
             transport = self._client.get_transport()
             if transport is not None and transport.is_active():
                 chan = transport.open_session(timeout=5)
-                # TERM, up to 2 s to exit, then KILL (quick: a second Ctrl-C may be coming)
-                chan.exec_command(f"kill -TERM {pid} 2>/dev/null; i=0; while [ $i -lt 20 ] && "
-                                  f"kill -0 {pid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; "
-                                  f"kill -KILL {pid} 2>/dev/null")
+                first = f"kill -KILL {' '.join(wrapper)} 2>/dev/null; " if wrapper else ""
+                chan.exec_command(f"{first}kill -TERM {pid} 2>/dev/null; i=0; "
+                                  f"while [ $i -lt 20 ] && kill -0 {pid} 2>/dev/null; do "
+                                  f"sleep 0.1; i=$((i+1)); done; kill -KILL {pid} 2>/dev/null")
                 chan.recv_exit_status()
                 chan.close()
 
