@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "get_recipe": "edgeprune.training.recipes",
     "run_schedule": "edgeprune.pruning.schedules",
     "FitSettings": "edgeprune.fit",
-    "measure": "edgeprune.devices.measure",
+    "measure": "edgeprune.pipeline.measuring",
     "MeasureSettings": "edgeprune.devices.measure",
     "load_target": "edgeprune.devices.targets",
     "load_profile": "edgeprune.devices.profiles",

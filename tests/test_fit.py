@@ -40,7 +40,7 @@ class ReplayDevice:
     """
 
     def __init__(self) -> None:
-        from edgeprune.devices.measure import measure
+        from edgeprune.pipeline.measuring import measure
 
         self.real = measure
         self.seen: dict[str, Any] = {}
@@ -240,8 +240,8 @@ def test_interrupt_then_resume_equals_uninterrupted(speedup_run: Path, replay: A
         resume(out, progress=after_the_final_re_measure, measure=replay)
     lost = sum(1 for e in _log(out) if e["role"] == "final")
     assert lost >= 1
-    # the command line has no measure= to pass: the device function itself is replaced for it
-    monkeypatch.setattr(importlib.import_module("edgeprune.devices.measure"), "measure", replay)
+    # the command line has no measure= to pass: the measuring function itself is replaced for it
+    monkeypatch.setattr(importlib.import_module("edgeprune.pipeline.measuring"), "measure", replay)
     assert main(["fit", "--resume", str(out), "--format", "json"]) == 0
     resumed, whole = _report(out), _report(speedup_run)
     assert resumed["chosen"]["widths"] == whole["chosen"]["widths"]
@@ -273,7 +273,7 @@ def test_netadapt_skips_an_infeasible_candidate_and_keeps_to_the_cap(tmp_path: P
     The cap of 11 measurements leaves room for one step; the search then ends and the final
     checks still fit.
     """
-    from edgeprune.devices.measure import measure
+    from edgeprune.pipeline.measuring import measure
 
     calls: list[str] = []
 
@@ -333,7 +333,7 @@ def test_a_final_model_that_misses_on_re_measure_falls_back_to_a_faster_one(
     """
     import dataclasses
 
-    from edgeprune.devices.measure import measure
+    from edgeprune.pipeline.measuring import measure
 
     slowed: list[str] = []
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.devices.measure import MeasureResult, MeasureSettings, artifact_files, measure
+from edgeprune.artifacts.files import artifact_files
+from edgeprune.devices.measure import MeasureResult, MeasureSettings
 from edgeprune.devices.targets import load_target
 from edgeprune.errors import (
     DeviceDiskFullError,
@@ -23,6 +24,7 @@ from edgeprune.errors import (
     TargetError,
     UsageError,
 )
+from edgeprune.pipeline.measuring import measure
 from tests._sshd import (
     SSHServer,
     make_conv_model,
@@ -376,7 +378,7 @@ def _two_input_model(path: Path) -> Path:
 def test_input_shapes_are_checked_against_the_graph(tmp_path: Path, _cache: Path) -> None:
     """Fixed dims must match, dynamic ones take anything, names must exist; what the check
     lets through really runs in onnxruntime."""
-    from edgeprune.devices.measure import check_input_shapes
+    from edgeprune.pipeline.measuring import check_input_shapes
 
     two = _two_input_model(tmp_path / "two.onnx")
     local = load_target("local")
@@ -416,3 +418,41 @@ def test_input_shapes_are_checked_against_the_graph(tmp_path: Path, _cache: Path
     assert session.run(None, feeds)[0] == pytest.approx(2.0)
     with pytest.raises(Exception, match="invalid dimensions for input: w"):
         session.run(None, {**feeds, "w": np.ones((3, 4), np.float32)})
+
+
+def test_a_device_measures_the_files_it_is_given(tmp_path: Path) -> None:
+    """The devices layer reads no ONNX: without a file list an artifact is itself plus a
+    ``<name>.data`` beside it; any other external-data name comes from the caller's list."""
+    from edgeprune.devices.measure import default_files
+    from edgeprune.devices.measure import measure as measure_files
+
+    model = make_conv_model(tmp_path / "ext.onnx", external_data="ext.onnx.data")
+    assert default_files(model) == [model, tmp_path / "ext.onnx.data"]
+    r = measure_files(model, load_target("local"), FAST)
+    assert r.artifact_size_bytes == sum(f.stat().st_size for f in artifact_files(model))
+    assert r.model == str(model) and r.artifact == str(model)
+
+    other = make_conv_model(tmp_path / "w.onnx", external_data="weights.bin")
+    assert default_files(other) == [other]
+    listed = measure_files(other, load_target("local"), FAST, files=artifact_files(other))
+    assert listed.artifact_size_bytes == sum(f.stat().st_size for f in artifact_files(other))
+    with pytest.raises(UsageError, match="not an .onnx or .tflite file"):
+        measure_files(tmp_path / "model.pt", load_target("local"), FAST)
+
+
+def test_measuring_a_file_imports_no_model_code(tmp_path: Path) -> None:
+    """A device measures files, not models: measuring an artifact through the devices layer
+    imports neither torch, onnx nor edgeprune's models, pruning or artifacts packages."""
+    model = make_conv_model(tmp_path / "conv.onnx")
+    code = ("import sys; from edgeprune.devices.measure import MeasureSettings, measure; "
+            "from edgeprune.devices.targets import load_target; "
+            "import edgeprune.devices.remote, edgeprune.devices.protocol; "
+            f"r = measure({str(model)!r}, load_target('local'), MeasureSettings(runs=2, "
+            "warmup=0, max_repeats=0, input_shapes=('1x3x8x8',), cv_threshold=1e6)); "
+            "assert r.p50_ms > 0; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') or "
+            "m.startswith(('edgeprune.models', 'edgeprune.pruning', 'edgeprune.artifacts'))))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

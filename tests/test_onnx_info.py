@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
@@ -97,18 +96,6 @@ def test_unknown_because_of_a_missing_input_shape_names_the_flag(tmp_path: Path)
                                   "--input-shape")
 
 
-def test_gate_keeps_its_name_for_onnx_macs(tmp_path: Path) -> None:
-    from edgeprune.release import gate
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
-    w = numpy_helper.from_array(np.ones((4, 5), np.float32), "w")
-    path = _save([helper.make_node("MatMul", ["x", "w"], ["out"])], [x], tmp_path / "m.onnx", [w])
-    proto = onnx.load(str(path))
-    assert gate.onnx_macs(proto, (3, 4)) == onnx_macs(proto, (3, 4)) == (3 * 5 * 4, "")
-    assert "onnx_macs" in gate.__all__
-
-
-@pytest.mark.parametrize("dims, expected", [([0, 4], 0), ([-1, 4], 5 * 4), (["n", 4], 5 * 4)])
 def test_only_dynamic_dims_are_filled(tmp_path: Path, dims: list, expected: int) -> None:
     """Dynamic as onnxruntime sees it (symbolic, unset or negative) takes the batch of 1; a 0 is
     a fixed size of zero there, and counts zero work."""

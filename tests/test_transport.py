@@ -149,6 +149,20 @@ def test_killed_process_reports_minus_one_and_the_signal(ssh_target) -> None:
         assert normal.exit_status == 3 and normal.signal is None
 
 
+def test_stderr_arrives_as_the_command_wrote_it(ssh_target) -> None:
+    """The wrapper's PID and status lines, and the shell's own job notices ("Terminated"), are
+    not part of what the command wrote."""
+    with Connection(ssh_target.ssh) as conn:
+        partial = conn.run(["sh", "-c", "echo out; printf 'no newline' >&2; exit 5"])
+        assert (partial.exit_status, partial.stdout, partial.stderr) == (5, "out\n", "no newline")
+        stopped = conn.run(["sh", "-c", "echo last words >&2; kill -TERM $$"], cwd="/tmp",
+                           env={"X": "it's"})
+        assert (stopped.exit_status, stopped.signal, stopped.stderr) == (-1, "TERM",
+                                                                         "last words\n")
+        quiet = conn.run(["true"])
+        assert quiet.ok and quiet.stderr == "" and quiet.stdout == ""
+
+
 def test_upload_hostile_names_and_remove(ssh_target, tmp_path: Path) -> None:
     local = tmp_path / "we'ird; $(x) name.bin"
     local.write_bytes(os.urandom(4096))

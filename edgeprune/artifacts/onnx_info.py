@@ -132,7 +132,11 @@ def _onnx_tensor(value_info: Any) -> OnnxTensor:
 
     tensor_type = value_info.type.tensor_type
     dims = tensor_type.shape.dim
-    shape = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in dims)
+    # dynamic is what onnxruntime treats as dynamic: a named dim, an unset one (shown "?") or a
+    # negative one; a dim_value of 0 is a fixed size of zero
+    shape = tuple(d.dim_param if d.dim_param else
+                  int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else "?"
+                  for d in dims)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     return OnnxTensor(value_info.name, dtype, shape)
 

@@ -56,15 +56,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from edgeprune.devices.measure import (
-        ARTIFACT_SUFFIXES,
-        MeasureSettings,
-        _artifact_for,
-        measure,
-        parse_input_shape,
-    )
+    from edgeprune.devices.measure import ARTIFACT_SUFFIXES, MeasureSettings, parse_input_shape
     from edgeprune.devices.profiles import load_profile
     from edgeprune.pipeline import with_batch
+    from edgeprune.pipeline.measuring import artifact_to_measure, measure
 
     shapes = list(args.input_shape)
     dims = [parse_input_shape(s) for s in shapes]  # a typo is a usage error before any work
@@ -76,8 +71,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if exported and plain:
         export_shape = with_batch(dims[plain[0]])
         shapes[plain[0]] = "x".join(str(d) for d in export_shape)
-    artifact = _artifact_for(args.model, weights=args.weights, input_shape=export_shape,
-                             progress=out.progress)
+    artifact = artifact_to_measure(args.model, weights=args.weights, input_shape=export_shape,
+                                   progress=out.progress)
     target = target_from_args(args)
     profile = None
     if target.profile:

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.targets_command == "show":
         out.result({"target": target.to_dict(), "where": target.where})
         return 0
-    from edgeprune.devices.measure import probe, readiness_problem
+    from edgeprune.devices.measure import probe
+    from edgeprune.devices.protocol import readiness_problem
 
     doc = probe(target, progress=None if out.json else out.progress)
     doc["target"] = target.name

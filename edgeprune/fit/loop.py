@@ -56,7 +56,7 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
     """Fit ``settings.source.model`` to the target's budgets; see the module docstring.
 
     ``progress`` receives events (``{"stage": "fit" | "candidate" | "measure", "message": ...}``;
-    nothing is printed). ``measure`` replaces :func:`edgeprune.devices.measure.measure` for every
+    nothing is printed). ``measure`` replaces :func:`edgeprune.pipeline.measuring.measure` for every
     device measurement (same signature; tests inject faults with it).
 
     Raises :class:`FitBudgetNotMetError` (exit 3) when the budget cannot be met, after writing

@@ -12,7 +12,7 @@ Every runner invocation that is not a cache hit is one *device measurement*: eac
 interrupted by Ctrl-C (and repeated on resume) are still counted. The fit never reuses cached
 timings — a comparison is only meaningful inside one window.
 
-What measures is :func:`edgeprune.devices.measure.measure` unless a ``measure`` callable of the
+What measures is :func:`edgeprune.pipeline.measuring.measure` unless a ``measure`` callable of the
 same signature is passed down (``fit(..., measure=...)``): tests inject device faults and replay
 timings that way.
 """
@@ -31,7 +31,7 @@ from edgeprune.errors import DeviceDiskFullError, DeviceOutOfMemoryError
 from edgeprune.fit.settings import FitSettings
 
 Emit = Callable[[dict[str, Any]], None]
-# (artifact path, target, MeasureSettings, *, profile) -> MeasureResult, as devices.measure.measure
+# (artifact path, target, MeasureSettings, *, profile) -> MeasureResult (pipeline.measuring.measure)
 MeasureFn = Callable[..., Any]
 INFEASIBLE = (DeviceOutOfMemoryError, DeviceDiskFullError)
 LOG = "measurements.jsonl"
@@ -58,7 +58,7 @@ class Bench:
         from edgeprune.devices.measure import MeasureSettings
 
         if measure is None:
-            from edgeprune.devices.measure import measure
+            from edgeprune.pipeline.measuring import measure
         self.measure_fn: MeasureFn = measure
         self.target = target
         self.profile = profile
