@@ -63,10 +63,12 @@ def artifact_to_measure(model_arg: str | os.PathLike[str], *, weights: str | Non
 
 def _export_on_the_fly(spec: str, weights: str | None, input_shape: Sequence[int] | None,
                        progress: Progress | None) -> Path:
-    from edgeprune.models import build, pruned_dir
+    from edgeprune.models import pruned_dir
+    from edgeprune.models.load import default_input_shape, load_model
+    from edgeprune.models.spec import parse_model_spec
 
     try:
-        build.parse_model_spec(spec)
+        parse_model_spec(spec)
     except UsageError:
         raise
     except Exception:
@@ -78,9 +80,8 @@ def _export_on_the_fly(spec: str, weights: str | None, input_shape: Sequence[int
         digest.update(pruned_dir.read_manifest(spec).weights_sha256.encode())
     if weights:
         digest.update(Path(weights).read_bytes())
-    model = build.load_model(spec, weights=weights)
-    shape = tuple(input_shape or build.default_input_shape(model)
-                  or build.default_input_shape(spec) or ())
+    model = load_model(spec, weights=weights)
+    shape = tuple(input_shape or default_input_shape(model) or default_input_shape(spec) or ())
     if not shape:
         raise UsageError(f"cannot tell the input shape of {spec!r}",
                          hint="pass --input-shape N,C,H,W")
