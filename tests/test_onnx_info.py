@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
@@ -96,6 +97,7 @@ def test_unknown_because_of_a_missing_input_shape_names_the_flag(tmp_path: Path)
                                   "--input-shape")
 
 
+@pytest.mark.parametrize("dims, expected", [([0, 4], 0), ([-1, 4], 5 * 4), (["n", 4], 5 * 4)])
 def test_only_dynamic_dims_are_filled(tmp_path: Path, dims: list, expected: int) -> None:
     """Dynamic as onnxruntime sees it (symbolic, unset or negative) takes the batch of 1; a 0 is
     a fixed size of zero there, and counts zero work."""
