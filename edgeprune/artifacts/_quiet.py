@@ -14,7 +14,8 @@ piece, the last one out restores it, and in between
 - logger hierarchies named by a caller are taken over by a router with the same rule: a warning
   from a capturing thread becomes one of its notes; other threads' records reach the handlers
   they reached before;
-- warnings are recorded ("always") for capturing threads and shown as before for the others;
+- warnings are recorded ("always") for capturing threads and shown as before for the others
+  (through :mod:`edgeprune._warnings`, which the pruning engine shares);
 - with ``fds=True`` file descriptors 1 and 2 point at a scratch file (C++ writes bypass
   ``sys.stdout``; they cannot be told apart by thread); Python text of other threads still
   reaches the real descriptors;
@@ -37,6 +38,8 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from edgeprune._warnings import routed
 
 __all__ = ["Capture", "first_line", "quiet"]
 
@@ -73,12 +76,13 @@ def quiet(
     """Capture this thread's Python output, warnings and the ``roots`` logger hierarchies (and
     with ``fds``, every write to file descriptors 1 and 2) until the block ends."""
     capture = Capture()
-    token = _STATE.enter(capture, roots, fds, dict(env or {}))
     caught: list[warnings.WarningMessage] = []
-    try:
-        yield capture
-    finally:
-        caught = _STATE.exit(token)
+    with routed(caught.append):
+        token = _STATE.enter(capture, roots, fds, dict(env or {}))
+        try:
+            yield capture
+        finally:
+            _STATE.exit(token)
     for w in caught:
         if not issubclass(w.category, (DeprecationWarning, FutureWarning)):
             capture.add_note(f"{w.category.__name__}: {w.message}")
@@ -96,7 +100,6 @@ class _Frame:
     loggers: list[str]
     fds: bool
     env: list[str]
-    warnings: list[warnings.WarningMessage] = field(default_factory=list)
 
 
 class _Router(io.TextIOBase):
@@ -184,8 +187,6 @@ class _State:
         self._frames: dict[int, list[_Frame]] = {}  # thread -> its nested captures
         self._count = 0
         self._streams: dict[str, _Router] = {}
-        self._warnings: Any = None  # the catch_warnings entered by the first caller
-        self._show_before: Any = None
         self._loggers: dict[str, tuple[_LogRouter, int]] = {}
         self._fd_count = 0
         self._fd_saved: dict[int, int] = {}
@@ -203,7 +204,7 @@ class _State:
         with self.lock:
             frame = _Frame(capture, threading.get_ident(), [], fds, list(env))
             if self._count == 0:
-                self._install_streams_and_warnings()
+                self._install_streams()
             self._count += 1
             frame.loggers = self._take_loggers(roots)
             if fds:
@@ -215,7 +216,7 @@ class _State:
             self._frames.setdefault(frame.thread, []).append(frame)
             return frame
 
-    def exit(self, frame: _Frame) -> list[warnings.WarningMessage]:
+    def exit(self, frame: _Frame) -> None:
         with self.lock:
             stack = self._frames.get(frame.thread, [])
             if frame in stack:
@@ -237,42 +238,23 @@ class _State:
             self._release_loggers(frame.loggers)
             self._count -= 1
             if self._count == 0:
-                self._restore_streams_and_warnings()
-            return frame.warnings
+                self._restore_streams()
 
     # -- stdio and warnings -----------------------------------------------------------------
 
-    def _install_streams_and_warnings(self) -> None:
+    def _install_streams(self) -> None:
         for which in ("stdout", "stderr"):
             current = getattr(sys, which)
             router = current if isinstance(current, _Router) else _Router(self, which, current)
             self._streams[which] = router
             setattr(sys, which, router)
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("always")
-        self._show_before = warnings.showwarning
-        warnings.showwarning = self._show_warning
 
-    def _restore_streams_and_warnings(self) -> None:
+    def _restore_streams(self) -> None:
         for which, router in self._streams.items():
             # someone who swapped the stream after us owns it now; our router stays harmless
             if getattr(sys, which) is router:
                 setattr(sys, which, router.original)
         self._streams.clear()
-        warnings.showwarning = self._show_before
-        self._warnings.__exit__(None, None, None)
-        self._warnings = None
-
-    def _show_warning(self, message: Any, category: type[Warning], filename: str, lineno: int,
-                      file: TextIO | None = None, line: str | None = None) -> None:
-        frame = self.frame_of(threading.get_ident())
-        if frame is None:
-            self._show_before(message, category, filename, lineno, file, line)
-            return
-        frame.warnings.append(
-            warnings.WarningMessage(message, category, filename, lineno, file, line)
-        )
 
     def pass_through(self, which: str, stream: TextIO, text: str) -> int:
         """Write another thread's text where it went before, even while fds 1/2 are parked."""

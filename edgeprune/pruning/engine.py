@@ -44,7 +44,6 @@ from __future__ import annotations
 import copy
 import functools
 import threading
-import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import graph as _tp_graph
 
+from edgeprune._warnings import routed
 from edgeprune.errors import PruningError
 
 __all__ = [
@@ -236,17 +236,16 @@ def flatten_tensors(value: Any) -> list[torch.Tensor]:
 
 
 # Torch-Pruning's pruning functions are process-wide singletons whose ``pruning_dim`` is set
-# right before each use, and ``warnings.catch_warnings`` swaps the global filter list: neither
-# survives two threads. Every call into Torch-Pruning holds this lock (re-entrant: listing
-# groups calls back into the graph).
+# right before each use: that does not survive two threads. Every call into Torch-Pruning holds
+# this lock (re-entrant: listing groups calls back into the graph). Its warnings are dropped per
+# thread through edgeprune._warnings, which an export capturing warnings shares.
 _TP_LOCK = threading.RLock()
 
 
 @contextmanager
 def _torch_pruning() -> Iterator[None]:
     """Hold the Torch-Pruning lock, with its warnings silenced (they repeat what we report)."""
-    with _TP_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _TP_LOCK, routed(None):
         yield
 
 
