@@ -199,3 +199,42 @@ def test_cli_data_error_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == 1
     errors = [line for line in err.splitlines() if line.startswith("edgeprune: error:")]
     assert len(errors) == 1 and "does not exist" in errors[0] and "Traceback" not in err
+
+
+def test_thread_counts_from_two_threads_are_restored() -> None:
+    """torch's thread count is process-wide: two threads that set it for a block, ending in the
+    'wrong' order, still leave the count that was there before."""
+    import threading
+
+    from edgeprune.training.threads import torch_threads
+
+    before = torch.get_num_threads()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def a() -> None:
+        with torch_threads(1) as n:
+            seen["a"] = n
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(5)
+        with torch_threads(3) as n:  # cannot be honoured while a holds 1: reported, not set
+            seen["b"] = n
+            b_in.set()
+            a_out.wait(5)
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"a": 1, "b": 1}
+    assert torch.get_num_threads() == before
+    with torch_threads(1):
+        with torch_threads(2) as inner:  # nested in one thread: set and restored in order
+            assert inner == torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

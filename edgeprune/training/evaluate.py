@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import EvaluationError
+from edgeprune.training.threads import torch_threads
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -71,11 +72,8 @@ def evaluate(
     """
     device = torch.device(device)
     was_training = model.training
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        if num_threads < 1:
-            raise EvaluationError("num_threads must be at least 1", hint="pass e.g. 2")
-        torch.set_num_threads(num_threads)
+    if num_threads is not None and num_threads < 1:
+        raise EvaluationError("num_threads must be at least 1", hint="pass e.g. 2")
     total = _len_or_none(loader, max_batches)
     if progress:
         progress({"stage": "evaluate", "event": "start", "n_batches": total,
@@ -84,7 +82,7 @@ def evaluate(
     try:
         model.to(device).eval()
         last = time.monotonic()
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(num_threads):
             for index, batch in enumerate(loader):
                 if max_batches is not None and index >= max_batches:
                     break
@@ -97,8 +95,6 @@ def evaluate(
                     progress(counts.event("batch", total))
     finally:
         model.train(was_training)
-        if num_threads is not None:
-            torch.set_num_threads(previous_threads)
     if counts.n_samples == 0:
         raise EvaluationError("the loader yielded no images", hint="evaluate on a non-empty split")
     result = counts.result()

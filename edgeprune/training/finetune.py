@@ -45,6 +45,7 @@ from edgeprune.training.recipes import (
     trainable_modules,
     validate_recipe,
 )
+from edgeprune.training.threads import torch_threads
 
 __all__ = [
     "EpochHook",
@@ -121,14 +122,10 @@ def default_threads() -> int:
 
 @contextmanager
 def set_threads(n: int = 0) -> Iterator[int]:
-    """Set torch's intra-op threads to ``n`` (0: the usable core count); restore them after."""
-    previous = torch.get_num_threads()
-    wanted = n or default_threads()
-    torch.set_num_threads(wanted)
-    try:
-        yield wanted
-    finally:
-        torch.set_num_threads(previous)
+    """Set torch's intra-op threads to ``n`` (0: the usable core count); restore them after
+    (:func:`~edgeprune.training.threads.torch_threads`: safe from several threads)."""
+    with torch_threads(n or default_threads()) as in_effect:
+        yield in_effect
 
 
 def _make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
