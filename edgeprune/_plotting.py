@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeprune.errors import PlottingUnavailable
+
+__all__ = ["INSTALL_HINT", "PlottingUnavailable", "figure", "png_bytes"]
+
 INSTALL_HINT = "pip install matplotlib (or the 'plots' extra: pip install 'edgeprune[plots]')"
-
-
-class PlottingUnavailable(ImportError):
-    """matplotlib is not installed."""
 
 
 def figure(width_in: float, height_in: float, *, dpi: int = 110) -> tuple[Any, Any]:
@@ -23,7 +23,7 @@ def figure(width_in: float, height_in: float, *, dpi: int = 110) -> tuple[Any, A
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise PlottingUnavailable(f"matplotlib is not installed ({INSTALL_HINT})") from exc
+        raise PlottingUnavailable("matplotlib is not installed", hint=INSTALL_HINT) from exc
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
     return fig, fig.add_subplot()
 

@@ -99,6 +99,10 @@ class EvaluationError(EdgepruneError, ValueError):
     """The model and the data do not fit together (shapes, number of classes)."""
 
 
+class PlottingUnavailable(EdgepruneError, ImportError):
+    """matplotlib (the optional ``plots`` extra) is not installed; callers leave the plot out."""
+
+
 class ExportError(EdgepruneError, RuntimeError):
     """An export that failed or whose artifact does not load."""
 

@@ -3,7 +3,7 @@
 Latency on a shared 2-core machine is noisy, so tests assert on what the run *recorded* (the
 final model's re-measured latency is within the budget it resolved; each candidate was measured
 beside the unpruned model), never on wall-clock time. The quick settings export with TorchScript
-(three times faster than dynamo here; both exporters are tested in test_export.py).
+(three times faster than dynamo here; both exporters are tested in test_onnx_export.py).
 """
 
 from __future__ import annotations

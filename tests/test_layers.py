@@ -91,6 +91,27 @@ def test_no_module_imports_another_modules_private_names() -> None:
     assert not found, "private names used outside their module:\n" + "\n".join(found)
 
 
+def _normalised(module: str) -> str:
+    """``edgeprune.cli._output`` -> ``edgeprune_cli_output``: how test file names name modules."""
+    return "_".join(part.lstrip("_") for part in module.split("."))
+
+
+def test_tests_reach_only_into_the_privates_of_the_module_they_test() -> None:
+    """``tests/test_X.py`` may use the private names of module X (``test_quiet`` ->
+    ``artifacts._quiet``, ``test_cli_output`` -> ``cli._output``); of no other module."""
+    found = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        tested = path.stem.removeprefix("test_")
+        for hit in private_imports(path):
+            dotted = hit.rsplit(": ", 1)[1]
+            parts = dotted.split(".")
+            owner = ".".join(parts[:next(i for i, p in enumerate(parts) if _is_private(p)) + 1])
+            owner_module = owner if _is_module(owner) else owner.rpartition(".")[0]
+            if not _normalised(owner_module).endswith(tested):
+                found.append(hit)
+    assert not found, "tests using another module's private names:\n" + "\n".join(found)
+
+
 def test_the_private_name_check_can_fail() -> None:
     source = ("from edgeprune.pruning.engine import _quiet\n"
               "from edgeprune.data import _spec\n"

@@ -77,7 +77,7 @@ def test_cli_sensitivity_json(tmp_path, capsys):
 def test_the_plot_is_left_out_when_matplotlib_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgeprune._plotting import PlottingUnavailable
+    from edgeprune.errors import PlottingUnavailable
     from edgeprune.pruning import sensitivity
     from edgeprune.pruning.sensitivity import LayerPoint, SensitivityResult
 
