@@ -263,7 +263,7 @@ def load(path: str | os.PathLike[str]) -> Any:
                 setattr(module, attr, torch.nn.Parameter(tensor.clone(),
                                                          requires_grad=current.requires_grad))
             elif isinstance(current, torch.Tensor):
-                module._buffers[attr] = tensor.clone()
+                setattr(module, attr, tensor.clone())  # a registered buffer stays one
     model.load_state_dict(state, strict=True)
     model.edgeprune_input_shape = manifest.input_shape
     model.edgeprune_spec = manifest.spec  # as before: the spec the pruned model was built from
