@@ -266,3 +266,12 @@ def test_tflite_needs_the_optional_extra(tmp_path: Path, small_cnn: SmallCNN) ->
         pytest.skip("litert-torch is installed; this case covers its absence")
     with pytest.raises(ExportError, match=r"pip install 'edgeprune\[tflite\]'"):
         export_tflite(small_cnn, torch.rand(1, 3, 32, 32), tmp_path / "m.tflite")
+
+
+def test_the_cli_lists_the_exporters_the_library_has() -> None:
+    """cli/export.py keeps its own copy of the exporter names (the CLI must not import torch at
+    start-up); the copy must stay the library's list."""
+    from edgeprune.artifacts import onnx_export
+    from edgeprune.cli import export as cli_export
+
+    assert cli_export.EXPORTERS == onnx_export.EXPORTERS
