@@ -423,8 +423,7 @@ def test_input_shapes_are_checked_against_the_graph(tmp_path: Path, _cache: Path
 def test_a_device_measures_the_files_it_is_given(tmp_path: Path) -> None:
     """The devices layer reads no ONNX: without a file list an artifact is itself plus a
     ``<name>.data`` beside it; any other external-data name comes from the caller's list."""
-    from edgeprune.devices.measure import default_files
-    from edgeprune.devices.measure import measure as measure_files
+    from edgeprune.devices.measure import default_files, measure_files
 
     model = make_conv_model(tmp_path / "ext.onnx", external_data="ext.onnx.data")
     assert default_files(model) == [model, tmp_path / "ext.onnx.data"]
@@ -444,10 +443,10 @@ def test_measuring_a_file_imports_no_model_code(tmp_path: Path) -> None:
     """A device measures files, not models: measuring an artifact through the devices layer
     imports neither torch, onnx nor edgeprune's models, pruning or artifacts packages."""
     model = make_conv_model(tmp_path / "conv.onnx")
-    code = ("import sys; from edgeprune.devices.measure import MeasureSettings, measure; "
+    code = ("import sys; from edgeprune.devices.measure import MeasureSettings, measure_files; "
             "from edgeprune.devices.targets import load_target; "
             "import edgeprune.devices.remote, edgeprune.devices.protocol; "
-            f"r = measure({str(model)!r}, load_target('local'), MeasureSettings(runs=2, "
+            f"r = measure_files({str(model)!r}, load_target('local'), MeasureSettings(runs=2, "
             "warmup=0, max_repeats=0, input_shapes=('1x3x8x8',), cv_threshold=1e6)); "
             "assert r.p50_ms > 0; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') or "

@@ -5,7 +5,7 @@ all measure an ONNX export checked against PyTorch; they get it here, so an expo
 check added once applies to every measurement. :func:`measure` is ``edgeprune.measure``: it takes
 an artifact, a model spec or a pruned directory, resolves it to files (the ONNX graph's
 external data read by :mod:`edgeprune.artifacts.files`), refuses ``--input-shape`` values the
-graph contradicts, and hands the files to :func:`edgeprune.devices.measure.measure` (a device
+graph contradicts, and hands the files to :func:`edgeprune.devices.measure.measure_files` (a device
 measures files, not models).
 """
 
@@ -23,9 +23,9 @@ from edgeprune.devices.measure import (
     MeasureResult,
     MeasureSettings,
     cache_dir,
+    measure_files,
     parse_input_shape,
 )
-from edgeprune.devices.measure import measure as measure_files
 from edgeprune.devices.targets import Target
 from edgeprune.errors import ArtifactError, MeasurementError, NotFoundError, UsageError
 from edgeprune.pipeline.sources import Progress
