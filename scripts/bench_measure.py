@@ -2,11 +2,12 @@
 
 For each artifact, in interleaved rounds: (1) a bare loop in a fresh process — onnxruntime
 InferenceSession, same input, warm-up, then ``perf_counter`` around ``session.run``; (2)
-``edgeprune.measure`` on the ``local`` target (runner in a subprocess, this venv's Python); (3)
-``edgeprune.measure`` over SSH to a loopback sshd (started here with tests/_sshd.py, system
-python3 + the device package dir). Reported: median p50 over the rounds, the ratio of each
-edgeprune p50 to the bare p50 (goal: within ±10 %), and the wall time of a whole measurement
-(SSH overhead = SSH wall − local wall, with connect/upload/run breakdown).
+``edgeprune.devices.measure.measure_files`` on the ``local`` target (runner in a subprocess,
+this venv's Python); (3) ``measure_files`` over SSH to a loopback sshd (started here with
+tests/_sshd.py, system python3 + the device package dir). Reported: median p50 over the
+rounds, the ratio of each edgeprune p50 to the bare p50 (goal: within ±10 %), and the wall time
+of a whole measurement (SSH overhead = SSH wall − local wall, with connect/upload/run
+breakdown).
 
     .venv/bin/python scripts/bench_measure.py [--rounds 3] [--runs 100] [--out PATH.json]
 
@@ -102,7 +103,7 @@ def main() -> int:
     args = ap.parse_args()
 
     os.environ["EDGEPRUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgeprune-bench-cache-")
-    from edgeprune.devices.measure import MeasureSettings, measure
+    from edgeprune.devices.measure import MeasureSettings, measure_files
     from edgeprune.devices.targets import load_target
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeprune-bench-"))
@@ -132,11 +133,11 @@ def main() -> int:
             for rnd in range(args.rounds):
                 print(f"{name}: round {rnd + 1}/{args.rounds}", file=sys.stderr)
                 samples["bare"].append(bare_p50(path, shape, args.warmup, args.runs))
-                r = measure(path, local, s)
+                r = measure_files(path, local, s)
                 samples["local"].append(r.p50_ms)
                 walls["local"].append(r.wall_s)
                 if ssh_target is not None:
-                    r = measure(path, ssh_target, s)
+                    r = measure_files(path, ssh_target, s)
                     samples["ssh"].append(r.p50_ms)
                     walls["ssh"].append(r.wall_s)
                     breakdown = r.timings_s

@@ -317,7 +317,7 @@ def test_second_measurement_waits_for_the_device(sshd: SSHServer, ssh_target,
     """Two measurements started together on one device run one after the other."""
     import dataclasses
 
-    from edgeprune.devices.measure import MeasureSettings, measure
+    from edgeprune.devices.measure import MeasureSettings, measure_files
     from edgeprune.errors import TargetError
 
     model = make_conv_model(tmp_path / "conv.onnx")
@@ -329,7 +329,7 @@ def test_second_measurement_waits_for_the_device(sshd: SSHServer, ssh_target,
 
     def first() -> None:
         try:
-            results["first"] = measure(model, ssh_target, long)
+            results["first"] = measure_files(model, ssh_target, long)
         except BaseException as exc:  # reported below
             results["first"] = exc
 
@@ -340,9 +340,9 @@ def test_second_measurement_waits_for_the_device(sshd: SSHServer, ssh_target,
         assert thread.is_alive(), results
         impatient = dataclasses.replace(ssh_target, lock_timeout_s=0.5)
         with pytest.raises(TargetError, match="busy: locked by .* pid"):
-            measure(model, impatient, short)
+            measure_files(model, impatient, short)
         events: list[dict] = []
-        second = measure(model, ssh_target, short, progress=events.append)
+        second = measure_files(model, ssh_target, short, progress=events.append)
     finally:
         thread.join(300)
     assert not isinstance(results["first"], BaseException), results["first"]

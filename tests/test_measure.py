@@ -420,11 +420,51 @@ def test_input_shapes_are_checked_against_the_graph(tmp_path: Path, _cache: Path
         session.run(None, {**feeds, "w": np.ones((3, 4), np.float32)})
 
 
+def test_scalar_and_shapeless_inputs_are_checked_too(tmp_path: Path, _cache: Path) -> None:
+    """A scalar input declares rank 0 (no --input-shape fits it, so a shape for every input is
+    refused naming it); an input that declares no shape takes any."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgeprune.pipeline.measuring import check_input_shapes
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    s = helper.make_tensor_value_info("s", TensorProto.FLOAT, [])
+    q = helper.make_tensor_value_info("q", TensorProto.FLOAT, None)
+    out = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+             helper.make_node("Mul", ["m", "s"], ["a"]),
+             helper.make_node("ReduceSum", ["q"], ["o"], keepdims=0),
+             helper.make_node("Add", ["a", "o"], ["z"])]
+    model = helper.make_model(helper.make_graph(nodes, "scalar", [x, s, q], [out]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "scalar.onnx"
+    onnx.save_model(model, str(path))
+
+    check_input_shapes(path, ["x=1x3x8x8"])  # the scalar and the shapeless input not asked
+    check_input_shapes(path, ["x=1x3x8x8", "q=2x5"])  # no declared shape: any rank
+    check_input_shapes(path, ["q=7"])
+    for shapes in (["1x3x8x8"], ["x=1x3x8x8", "s=1"]):
+        with pytest.raises(UsageError) as caught:
+            measure(path, load_target("local"), dataclasses.replace(FAST, input_shapes=shapes))
+        assert caught.value.one_line() == (
+            f"input 's' is a scalar in scalar.onnx; --input-shape {shapes[-1]} does not match — "
+            "give the shape as NAME=SHAPE for each input it is for (a scalar input needs none)")
+    assert not (_cache / "locks").exists()  # nothing reached the device
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"x": np.ones((1, 3, 8, 8), np.float32), "s": np.array(2.0, np.float32),
+             "q": np.ones((2, 5), np.float32)}
+    assert session.run(None, feeds)[0] == pytest.approx(12.0)  # what passed really runs
+
+
 def test_a_device_measures_the_files_it_is_given(tmp_path: Path) -> None:
     """The devices layer reads no ONNX: without a file list an artifact is itself plus a
     ``<name>.data`` beside it; any other external-data name comes from the caller's list."""
-    from edgeprune.devices.measure import default_files
-    from edgeprune.devices.measure import measure as measure_files
+    from edgeprune.devices.measure import default_files, measure_files
 
     model = make_conv_model(tmp_path / "ext.onnx", external_data="ext.onnx.data")
     assert default_files(model) == [model, tmp_path / "ext.onnx.data"]
@@ -444,10 +484,10 @@ def test_measuring_a_file_imports_no_model_code(tmp_path: Path) -> None:
     """A device measures files, not models: measuring an artifact through the devices layer
     imports neither torch, onnx nor edgeprune's models, pruning or artifacts packages."""
     model = make_conv_model(tmp_path / "conv.onnx")
-    code = ("import sys; from edgeprune.devices.measure import MeasureSettings, measure; "
+    code = ("import sys; from edgeprune.devices.measure import MeasureSettings, measure_files; "
             "from edgeprune.devices.targets import load_target; "
             "import edgeprune.devices.remote, edgeprune.devices.protocol; "
-            f"r = measure({str(model)!r}, load_target('local'), MeasureSettings(runs=2, "
+            f"r = measure_files({str(model)!r}, load_target('local'), MeasureSettings(runs=2, "
             "warmup=0, max_repeats=0, input_shapes=('1x3x8x8',), cv_threshold=1e6)); "
             "assert r.p50_ms > 0; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') or "

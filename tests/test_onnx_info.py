@@ -11,7 +11,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeprune.artifacts.onnx_info import onnx_info, onnx_macs
+from edgeprune.artifacts.onnx_info import declared_inputs, onnx_info, onnx_macs
+from edgeprune.errors import NotFoundError
 from edgeprune.models.cost import count_macs
 from tests.test_cost import HAND_MACS, small_net
 
@@ -105,3 +106,31 @@ def test_only_dynamic_dims_are_filled(tmp_path: Path, dims: list, expected: int)
     w = numpy_helper.from_array(np.ones((4, 5), np.float32), "w")
     path = _save([helper.make_node("MatMul", ["x", "w"], ["out"])], [x], tmp_path / "d.onnx", [w])
     assert onnx_info(path).macs == expected
+
+
+def test_declared_inputs_reads_shapes_only(tmp_path: Path) -> None:
+    """Fixed dims as ints, symbolic ones by name, unset or negative ones as ``?``; a scalar is
+    ``[]``, an input that declares no shape None; an initializer listed as an input is no input.
+    Only the graph is read: a missing external data file does not matter here (it does to
+    onnx_info, which lists the files)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, "n", None, -1])
+    s = helper.make_tensor_value_info("s", TensorProto.FLOAT, [])
+    q = helper.make_tensor_value_info("q", TensorProto.FLOAT, None)
+    w_in = helper.make_tensor_value_info("w", TensorProto.FLOAT, [64])
+    w = numpy_helper.from_array(np.ones(64, np.float32), "w")
+    nodes = [helper.make_node("Mul", ["x", "s"], ["a"]), helper.make_node("Add", ["a", "q"], ["b"]),
+             helper.make_node("ReduceSum", ["w"], ["c"], keepdims=0),
+             helper.make_node("Add", ["b", "c"], ["out"])]
+    path = _save(nodes, [x, s, q, w_in], tmp_path / "in.onnx", [w])
+    expected = {"x": [2, "n", "?", "?"], "s": [], "q": None}
+    assert declared_inputs(path) == expected
+
+    ext = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(str(path)), str(ext), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.bin", size_threshold=0)
+    (tmp_path / "ext.bin").unlink()
+    assert declared_inputs(ext) == expected
+    with pytest.raises(NotFoundError, match="ext.bin"):
+        onnx_info(ext)
+    with pytest.raises(NotFoundError, match="does not exist"):
+        declared_inputs(tmp_path / "missing.onnx")

@@ -15,7 +15,7 @@ import pytest
 
 from edgeprune.artifacts.tflite_info import tflite_info
 from edgeprune.cli.main import main
-from edgeprune.devices.measure import MeasureResult, MeasureSettings, measure
+from edgeprune.devices.measure import MeasureResult, MeasureSettings, measure_files
 from edgeprune.devices.targets import load_target
 from edgeprune.errors import MeasurementError, RuntimeMissingError, UsageError
 from tests._sshd import DEVICE_PYDIR, DEVICE_PYTHON, REPO, SSHServer
@@ -159,7 +159,7 @@ def _check_tflite_result(r: MeasureResult, sample: TFLiteSample) -> None:
 
 
 def test_measure_tflite_on_the_local_target(sample: TFLiteSample) -> None:
-    r = measure(sample.path, load_target("local"), dataclasses.replace(FAST, threads=1))
+    r = measure_files(sample.path, load_target("local"), dataclasses.replace(FAST, threads=1))
     _check_tflite_result(r, sample)
     assert r.threads == 1 and r.where == "local (local)"
     assert r.runner["numpy_version"] == np.__version__
@@ -179,18 +179,18 @@ def test_cli_measure_tflite_json(sample: TFLiteSample, capsys: pytest.CaptureFix
 
 def test_measure_tflite_dynamic_batch_with_input_shape(tmp_path: Path) -> None:
     sample = make_fc_model(tmp_path / "dyn.tflite", dynamic_batch=True)
-    r = measure(sample.path, load_target("local"),
+    r = measure_files(sample.path, load_target("local"),
                 dataclasses.replace(FAST, input_shapes=("x=4x64",)))
     assert r.inputs["x"]["shape"] == [4, 64] and r.inputs["x"]["declared"][1] == 64
     # a shape the model cannot take is the user's input, named, not a crash
     with pytest.raises(UsageError, match="cannot run the model with input shapes x=4x63"):
-        measure(sample.path, load_target("local"),
+        measure_files(sample.path, load_target("local"),
                 dataclasses.replace(FAST, input_shapes=("x=4x63",)))
 
 
 def test_per_op_is_onnx_only(sample: TFLiteSample, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(UsageError, match=r"--per-op\) is ONNX-only"):
-        measure(sample.path, load_target("local"), dataclasses.replace(FAST, per_op=True))
+        measure_files(sample.path, load_target("local"), dataclasses.replace(FAST, per_op=True))
     assert main(["measure", str(sample.path), *FAST_CLI, "--per-op"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edgeprune:")]
     assert len(err) == 1 and "ONNX-only" in err[0] and "without --per-op" in err[0]
@@ -202,7 +202,7 @@ def test_corrupt_tflite_is_cannot_load(sample: TFLiteSample, tmp_path: Path,
     bad.write_bytes(sample.path.read_bytes()[:1000])  # truncated
     with pytest.raises(MeasurementError, match="cannot load the artifact: ai-edge-litert cannot "
                        "load bad.tflite"):
-        measure(bad, load_target("local"), FAST)
+        measure_files(bad, load_target("local"), FAST)
     assert main(["measure", str(bad), *FAST_CLI]) == 1
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edgeprune:")]
     assert len(err) == 1 and "cannot load the artifact" in err[0]
@@ -234,7 +234,7 @@ def test_tflite_runtime_missing_is_named_locally(sample: TFLiteSample, tmp_path:
         pytest.skip(f"{DEVICE_PYTHON} not present")
     target = dataclasses.replace(load_target("local"), python=_numpy_only_python(tmp_path))
     with pytest.raises(RuntimeMissingError) as info:
-        measure(sample.path, target, FAST)
+        measure_files(sample.path, target, FAST)
     line = info.value.one_line()
     assert "\n" not in line
     assert line.startswith("ai-edge-litert missing on local")
@@ -261,7 +261,7 @@ def litert_device(sshd: SSHServer, ssh_target):
 
 @pytest.mark.ssh
 def test_ssh_measure_tflite(sshd: SSHServer, litert_device, sample: TFLiteSample) -> None:
-    r = measure(sample.path, litert_device, FAST)
+    r = measure_files(sample.path, litert_device, FAST)
     _check_tflite_result(r, sample)
     assert r.host == "127.0.0.1" and f":{sshd.port}" in r.where
     assert r.device["python_executable"] == DEVICE_PYTHON
@@ -289,7 +289,7 @@ def test_ssh_tflite_runtime_missing_is_named(sshd: SSHServer, ssh_target, sample
     target = dataclasses.replace(ssh_target, python=_numpy_only_python(sshd.root))
     with pytest.raises(RuntimeMissingError, match=r"ai-edge-litert missing on .*127\.0\.0\.1.*"
                        r"tflite-runtime.* -m pip install ai-edge-litert$"):
-        measure(sample.path, target, FAST)
+        measure_files(sample.path, target, FAST)
 
 
 @pytest.mark.ssh
@@ -300,4 +300,4 @@ def test_ssh_corrupt_tflite_is_cannot_load(litert_device, sample: TFLiteSample,
     data[8:64] = b"\xff" * 56  # the root table offset and vtable: garbage
     bad.write_bytes(bytes(data))
     with pytest.raises(MeasurementError, match="cannot load the artifact: ai-edge-litert"):
-        measure(bad, litert_device, FAST)
+        measure_files(bad, litert_device, FAST)

@@ -405,3 +405,30 @@ def test_device_without_sftp_is_named(sshd: SSHServer, tmp_path: Path) -> None:
             assert conn.run(["true"]).ok  # commands work, file transfer does not
             with pytest.raises(TargetError, match="refused an SFTP session.*sftp subsystem"):
                 conn.home()
+
+
+def test_paramiko_logging_is_quieted_on_first_connect_not_at_import(tmp_path: Path) -> None:
+    """Importing the transport leaves the process's logging alone; the first connect (even a
+    failed one) gives paramiko's logger one null handler, and later connects add no more."""
+    import sys
+
+    code = (
+        "import logging\n"
+        "from edgeprune.devices.targets import SSHSettings\n"
+        "from edgeprune.devices.transport.connection import Connection\n"
+        "from edgeprune.errors import HostUnreachableError\n"
+        "log = logging.getLogger('paramiko')\n"
+        "print(len(log.handlers))\n"
+        f"s = SSHSettings(host='127.0.0.1', port={free_port()}, retries=0, "
+        f"known_hosts={str(tmp_path / 'kh')!r})\n"
+        "for _ in range(2):\n"
+        "    try:\n"
+        "        Connection(s).open()\n"
+        "    except HostUnreachableError:\n"
+        "        pass\n"
+        "    print([type(h).__name__ for h in log.handlers])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["0", "['NullHandler']", "['NullHandler']"]

@@ -1,9 +1,11 @@
 """Static facts about an ONNX artifact, read from the graph without loading its weights.
 
 :func:`onnx_info` gives what ``edgeprune info`` and ``gate`` show about an ``.onnx`` file
-(parameters, MACs, files with external data, size, opset, inputs/outputs); :func:`onnx_macs`
-counts the graph's multiply-accumulates the way :func:`edgeprune.models.cost.count_macs` counts
-a PyTorch model's. Importing this module (and reading a graph) never imports torch.
+(parameters, MACs, files with external data, size, opset, inputs/outputs);
+:func:`declared_inputs` reads only the input shapes a graph declares (for checking
+``--input-shape`` before a measurement); :func:`onnx_macs` counts the graph's
+multiply-accumulates the way :func:`edgeprune.models.cost.count_macs` counts a PyTorch model's.
+Importing this module (and reading a graph) never imports torch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from edgeprune.artifacts.files import artifact_files
 from edgeprune.errors import ExportError, NotFoundError
 
-__all__ = ["OnnxInfo", "OnnxTensor", "onnx_info", "onnx_macs"]
+__all__ = ["OnnxInfo", "OnnxTensor", "declared_inputs", "onnx_info", "onnx_macs"]
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,7 @@ def onnx_info(
     import onnx
 
     path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"ONNX file {str(path)!r} does not exist", hint="check the path")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ExportError(
-            f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__})",
-            hint="re-export it with edgeprune export",
-        ) from exc
+    proto = _load_graph(path)
     floats = {
         onnx.TensorProto.FLOAT,
         onnx.TensorProto.FLOAT16,
@@ -125,6 +119,44 @@ def onnx_info(
         macs_note=macs_note,
         macs_input_shapes=filled if macs is not None else (),
     )
+
+
+def declared_inputs(path: str | os.PathLike[str]) -> dict[str, list[int | str] | None]:
+    """Each graph input's declared dims, by name, in graph order: an int for a fixed size (a
+    ``dim_value`` >= 0; 0 is a fixed size of zero), the ``dim_param`` name for a symbolic one,
+    ``?`` for an unset or negative one (all three dynamic, as onnxruntime reads them); ``[]`` for
+    a scalar; None when the input declares no shape at all (any rank).
+
+    Reads the graph only: no shape inference, no external data, no file listing (unlike
+    :func:`onnx_info`). Initializers listed as graph inputs are left out. A missing file is a
+    :class:`NotFoundError`, an unreadable one an :class:`ExportError`.
+    """
+    proto = _load_graph(Path(path))
+    init_names = {t.name for t in proto.graph.initializer}
+    declared: dict[str, list[int | str] | None] = {}
+    for value in proto.graph.input:
+        if value.name in init_names:
+            continue
+        tensor = value.type.tensor_type
+        declared[value.name] = ([int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0
+                                 else (d.dim_param or "?") for d in tensor.shape.dim]
+                                if tensor.HasField("shape") else None)
+    return declared
+
+
+def _load_graph(path: Path) -> Any:
+    """The ModelProto at ``path``, its external data left on disk."""
+    import onnx
+
+    if not path.is_file():
+        raise NotFoundError(f"ONNX file {str(path)!r} does not exist", hint="check the path")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ExportError(
+            f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__})",
+            hint="re-export it with edgeprune export",
+        ) from exc
 
 
 def _onnx_tensor(value_info: Any) -> OnnxTensor:

@@ -1,6 +1,6 @@
 """Measure an artifact on a target: local subprocess or SSH, same runner, same result.
 
-``measure(artifact, target, settings)`` measures files — an ``.onnx`` (with its external data)
+``measure_files(artifact, target, settings)`` measures files — an ``.onnx`` (with its external data)
 or ``.tflite`` artifact — never models: :func:`edgeprune.pipeline.measuring.measure` is what
 ``fit``, ``gate`` and the CLI call, and it turns a spec or pruned directory into such a file first.
 Each attempt is a fresh process running :mod:`edgeprune.devices.runner`; an attempt whose
@@ -41,7 +41,7 @@ from edgeprune.devices.targets import Target
 from edgeprune.errors import NotFoundError, UsageError
 
 __all__ = ["ARTIFACT_SUFFIXES", "MeasureResult", "MeasureSettings", "cache_dir", "clear_cache",
-           "default_files", "measure", "parse_input_shape", "probe"]
+           "default_files", "measure_files", "parse_input_shape", "probe"]
 
 Progress = Callable[[dict[str, Any]], None]
 ARTIFACT_SUFFIXES = (".onnx", ".tflite")
@@ -228,7 +228,7 @@ def cache_dir() -> Path:
 # --- the API -----------------------------------------------------------------------------------
 
 
-def measure(
+def measure_files(
     artifact: str | os.PathLike[str],
     target: Target,
     settings: MeasureSettings | None = None,

@@ -17,10 +17,10 @@ from edgeprune import config
 from edgeprune.config import FieldProblem
 from edgeprune.errors import NotFoundError
 
-__all__ = ["Budgets", "Profile", "arch_mismatch", "list_profiles", "load_profile",
+__all__ = ["Budgets", "Percentile", "Profile", "arch_mismatch", "list_profiles", "load_profile",
            "load_profile_file"]
 
-Percentile = Literal[50, 90, 95, 99]
+Percentile = Literal[50, 90, 95, 99]  # the latency percentiles a budget can be on
 RUNTIMES = ("onnxruntime", "tflite", "tensorrt")
 
 

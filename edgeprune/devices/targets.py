@@ -22,7 +22,7 @@ from edgeprune.errors import NotFoundError, UsageError
 
 __all__ = ["SSHSettings", "Target", "list_targets", "load_target", "load_target_file"]
 
-HostKeyPolicy = Literal["strict", "accept-new"]
+HostKeyMode = Literal["strict", "accept-new"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class SSHSettings:
     known_hosts: str = "~/.ssh/known_hosts"
     # strict: an unknown host key is refused; accept-new: an unknown key is recorded (OpenSSH's
     # StrictHostKeyChecking=accept-new). A changed key is refused either way.
-    host_key_policy: HostKeyPolicy = "strict"
+    host_key_policy: HostKeyMode = "strict"
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 600.0
     retries: int = 2  # reconnects after a dropped link

@@ -5,7 +5,7 @@ all measure an ONNX export checked against PyTorch; they get it here, so an expo
 check added once applies to every measurement. :func:`measure` is ``edgeprune.measure``: it takes
 an artifact, a model spec or a pruned directory, resolves it to files (the ONNX graph's
 external data read by :mod:`edgeprune.artifacts.files`), refuses ``--input-shape`` values the
-graph contradicts, and hands the files to :func:`edgeprune.devices.measure.measure` (a device
+graph contradicts, and hands the files to :func:`edgeprune.devices.measure.measure_files` (a device
 measures files, not models).
 """
 
@@ -23,9 +23,9 @@ from edgeprune.devices.measure import (
     MeasureResult,
     MeasureSettings,
     cache_dir,
+    measure_files,
     parse_input_shape,
 )
-from edgeprune.devices.measure import measure as measure_files
 from edgeprune.devices.targets import Target
 from edgeprune.errors import ArtifactError, MeasurementError, NotFoundError, UsageError
 from edgeprune.pipeline.sources import Progress
@@ -142,11 +142,12 @@ def check_input_shapes(path: Path, input_shapes: Sequence[str], *,
 
     ``input_shapes`` are the runner's ``[NAME=]1x3x224x224`` strings (no name = every input).
     A fixed dim must match; a dynamic one takes any size; the rank must match whenever the model
-    declares one. Dynamic is what onnxruntime treats as dynamic: a symbolic dim or a negative
-    one; a ``dim_value`` of 0 is a fixed size of zero there (it runs only on empty tensors). A
-    NAME the model has no input of is refused too (the runner would ignore it). TFLite files,
-    and machines without the ``onnx`` package, are left to the runner. ``label`` names the model
-    in messages (default: the file name).
+    declares one (a scalar input declares rank 0; an input with no shape takes any). Dynamic is
+    what onnxruntime treats as dynamic: a symbolic dim, an unset one or a negative one; a
+    ``dim_value`` of 0 is a fixed size of zero there (it runs only on empty tensors). A NAME the
+    model has no input of is refused too (the runner would ignore it). TFLite files, and machines
+    without the ``onnx`` package, are left to the runner. ``label`` names the model in messages
+    (default: the file name).
     """
     if not input_shapes or path.suffix.lower() != ".onnx":
         return
@@ -167,6 +168,10 @@ def check_input_shapes(path: Path, input_shapes: Sequence[str], *,
         item, want = requested.get(name) or requested.get("*") or ("", [])
         if not item or dims is None or _fits(dims, want):
             continue
+        if not dims:  # a scalar: no --input-shape can fit it, so the shape was meant for others
+            raise UsageError(f"input {name!r} is a scalar in {label}; --input-shape {item} does "
+                             "not match", hint="give the shape as NAME=SHAPE for each input "
+                             "it is for (a scalar input needs none)")
         same_rank = len(want) == len(dims)
         fix = "x".join(str(d) if isinstance(d, int) else str(want[i] if same_rank else 1)
                        for i, d in enumerate(dims))
@@ -186,16 +191,14 @@ def check_input_shapes(path: Path, input_shapes: Sequence[str], *,
 
 
 def _declared_inputs(path: Path) -> dict[str, list[int | str] | None] | None:
-    """Input name -> dims (an int fixed, a name or ``?`` dynamic; None: no shape declared), as
-    :func:`onnx_info` reads them; None when the graph cannot be read here."""
-    from edgeprune.artifacts.onnx_info import onnx_info
-
+    """:func:`~edgeprune.artifacts.onnx_info.declared_inputs`, or None when the graph cannot be
+    read here (no ``onnx`` package, or not a readable model)."""
     try:
-        info = onnx_info(path)
+        from edgeprune.artifacts.onnx_info import declared_inputs
+
+        return declared_inputs(path)
     except Exception:
         return None
-    return {t.name: ([d if isinstance(d, str) else "?" if d < 0 else int(d) for d in t.shape]
-                     if t.shape else None) for t in info.inputs}
 
 
 def _fits(declared: Sequence[int | str], dims: Sequence[int]) -> bool:

@@ -64,14 +64,6 @@ def with_batch(shape: Sequence[int]) -> tuple[int, ...]:
     return (1, *shape) if len(shape) == 3 else shape
 
 
-def data_inputs(data: str | None) -> tuple[str, ...]:
-    """The paths a data spec reads (kept from being overwritten by an output); lazy: the data
-    package imports torch."""
-    from edgeprune.data import input_paths
-
-    return input_paths(data)
-
-
 def load_with_data(source: ModelSource, data: str | None, batch_size: int, seed: int,
                     progress: Progress | None) -> tuple[Loaded, Any]:
     """The model and its data (None without ``data``); when neither --input-shape nor the model

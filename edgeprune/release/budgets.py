@@ -11,16 +11,15 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from edgeprune import config
 from edgeprune.config import FieldProblem
+from edgeprune.devices.profiles import Percentile
 from edgeprune.errors import UsageError
 
-__all__ = ["GATE_FILE", "GateBudgets", "GateFile", "Percentile", "Tolerance", "load_gate_file",
-           "validate"]
+__all__ = ["GATE_FILE", "GateBudgets", "GateFile", "Tolerance", "load_gate_file", "validate"]
 
-Percentile = Literal[50, 90, 95, 99]
 GATE_FILE = "edgeprune-gate.toml"
 
 

@@ -3,7 +3,7 @@
 - size — bytes on disk (1 MB = 10⁶ bytes), external ONNX data files included;
 - params — ONNX: elements of floating-point initializers; pruned dir: the module's parameters;
   TFLite: elements of the constant weight tensors read from the flatbuffer
-  (:func:`edgeprune.models.cost.tflite_info`; no TFLite runtime needed);
+  (:func:`edgeprune.artifacts.tflite_info.tflite_info`; no TFLite runtime needed);
 - MACs — ONNX: Conv/ConvTranspose/Gemm/MatMul multiply-accumulates from the graph with shapes
   from ``onnx.shape_inference`` (dynamic dims filled from the input shape); pruned dir:
   :func:`edgeprune.models.cost.count_macs` at the manifest's input shape; TFLite: not computed;

@@ -3,5 +3,5 @@
 ``connection`` (:class:`~edgeprune.devices.transport.connection.Connection`: commands, SFTP,
 reconnects) over ``connect`` (opening a client), ``hostkeys`` (known-hosts file and policy),
 ``identity`` (key files), ``commands`` (quoting and the ``sh`` wrapper that reports PID and exit
-status) and ``retry`` (the link guard).
+status) and the private ``_retry`` (the link guard and its internal signals).
 """

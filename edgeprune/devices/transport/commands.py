@@ -16,7 +16,11 @@ The wrapper (the login shell runs it; device login shells are sh-like: dash, ash
   architectures). OpenSSH says the same with an ``exit-signal`` channel request, which paramiko
   drops; the marker line travels on the stream every SSH server carries;
 - the shell's own job notices ("Killed", "Segmentation fault") go to ``/dev/null``; the
-  command's stderr reaches the real one through fd 3.
+  command's stderr reaches the real one through fd 3;
+- the command runs as a background job (``&``) of a non-interactive shell, so POSIX gives it
+  ``/dev/null`` as stdin and ignores SIGINT (and SIGQUIT) in it: nothing can be fed to it and an
+  interrupt does not reach it. A timeout or cancel therefore stops it by PID with ``TERM``, then
+  ``KILL`` if it has not exited (``Connection._kill``), never with SIGINT.
 
 Both lines are removed before the caller sees stderr. A command that exits with 129-192 on its
 own reads as killed by a signal (no shell can tell the two apart; the runner never does that).

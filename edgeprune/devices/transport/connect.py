@@ -8,13 +8,16 @@ which :meth:`Connection.open` retries.
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
 
 from edgeprune.devices.targets import SSHSettings
+from edgeprune.devices.transport._retry import Transient
 from edgeprune.devices.transport.hostkeys import (
     HostKeyPolicy,
     fingerprint,
@@ -22,7 +25,6 @@ from edgeprune.devices.transport.hostkeys import (
     load_known_hosts,
 )
 from edgeprune.devices.transport.identity import load_identity
-from edgeprune.devices.transport.retry import Transient
 from edgeprune.errors import (
     AuthenticationError,
     HostKeyError,
@@ -32,11 +34,30 @@ from edgeprune.errors import (
 
 __all__ = ["connect_client"]
 
+_paramiko_logs_quiet = False
+_paramiko_logs_lock = threading.Lock()
+
+
+def _quiet_paramiko_logs() -> None:
+    """Give the ``paramiko`` logger a null handler, once per process, on the first connect.
+
+    paramiko's transport thread logs every failed handshake with a traceback; with no logging
+    set up, Python's last-resort handler would print it on stderr next to our one-line error. A
+    null handler keeps it quiet unless the application configures logging itself. Done here
+    rather than at import, so importing edgeprune leaves the process's logging as it was.
+    """
+    global _paramiko_logs_quiet
+    with _paramiko_logs_lock:
+        if not _paramiko_logs_quiet:
+            logging.getLogger("paramiko").addHandler(logging.NullHandler())
+            _paramiko_logs_quiet = True
+
 
 def connect_client(settings: SSHSettings, label: str, report: Callable[[str, str], None]
                    ) -> tuple[paramiko.SSHClient, str | None]:
     """A connected client, and the fingerprint of a host key recorded on the way (accept-new)
     or None. ``label`` names the device in messages; ``report(stage, message)`` takes notes."""
+    _quiet_paramiko_logs()
     s = settings
     known_hosts = Path(s.known_hosts).expanduser()
     client = paramiko.SSHClient()

@@ -5,14 +5,13 @@ One :class:`Connection` per device: it connects lazily (:mod:`.connect`: host ke
 the target's known-hosts file by :mod:`.hostkeys`, key file or agent only by :mod:`.identity`),
 runs commands with every argument quoted under a small POSIX ``sh`` wrapper that reports the
 remote PID and exit status (:mod:`.commands`), uploads over SFTP, and reconnects when the link
-drops (:mod:`.retry`). Every paramiko or socket failure leaves here as one of the
+drops (:mod:`._retry`). Every paramiko or socket failure leaves here as one of the
 :mod:`edgeprune.errors` classes with a one-line fix.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import posixpath
 import stat
 import time
@@ -23,6 +22,7 @@ from typing import Any, NoReturn
 import paramiko
 
 from edgeprune.devices.targets import SSHSettings
+from edgeprune.devices.transport._retry import Dropped, Transient, link_guard
 from edgeprune.devices.transport.commands import (
     CommandResult,
     await_pid,
@@ -31,7 +31,6 @@ from edgeprune.devices.transport.commands import (
     wrap_command,
 )
 from edgeprune.devices.transport.connect import connect_client
-from edgeprune.devices.transport.retry import Dropped, Transient, link_guard
 from edgeprune.errors import (
     DeviceDiskFullError,
     HostUnreachableError,
@@ -41,12 +40,6 @@ from edgeprune.errors import (
 __all__ = ["CommandResult", "Connection"]
 
 Progress = Callable[[dict[str, Any]], None]
-
-# paramiko's transport thread logs every failed handshake with a traceback; with no logging set
-# up, Python's last-resort handler would print it on stderr next to our one-line error. A null
-# handler keeps it quiet unless the application configures logging itself.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
 
 class Connection:
     """A lazily opened SSH connection (plus SFTP) to one device; use it as a context manager."""
@@ -162,10 +155,6 @@ class Connection:
                 self.report("reconnect", f"link to {self.label} dropped ({exc.reason}); "
                             f"reconnecting ({attempt}/{attempts - 1})")
         raise AssertionError("unreachable")
-
-    def run_shell(self, script: str, *, timeout_s: float | None = None) -> CommandResult:
-        """Run a fixed shell snippet (callers quote any values they put in it); not re-run."""
-        return self.run(["sh", "-c", script], timeout_s=timeout_s, retry=False)
 
     def _exec(self, command: str, timeout_s: float) -> CommandResult:
         assert self._client is not None

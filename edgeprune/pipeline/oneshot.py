@@ -15,7 +15,6 @@ from edgeprune.pipeline.sources import (
     ModelSource,
     Progress,
     accuracy,
-    data_inputs,
     example_batch,
     load_bundle,
     load_source,
@@ -27,11 +26,12 @@ def prune_job(source: ModelSource, config: Any, out: str | Path, *, data: str | 
               calibration_batches: int = 8, batch_size: int = 64, evaluate: bool = True,
               force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Prune ``source`` with a :class:`~edgeprune.pruning.prune.PruneConfig`; save it to ``out``."""
+    from edgeprune.data import input_paths
     from edgeprune.models import pruned_dir
     from edgeprune.pruning.prune import prune
 
     check_writable(out, force=force, kind="dir",
-                   inputs=(source.spec, source.weights, *data_inputs(data)))
+                   inputs=(source.spec, source.weights, *input_paths(data)))
     needs_data = config.criterion in ("activation", "taylor")
     if needs_data and data is None:
         raise UsageError(f"criterion {config.criterion!r} needs real data",
@@ -70,12 +70,13 @@ def schedule_job(source: ModelSource, config: Any, out: str | Path, *, data: str
     """
     import shutil
 
+    from edgeprune.data import input_paths
     from edgeprune.models import pruned_dir
     from edgeprune.pruning.schedules import run_schedule
     from edgeprune.training.recipes import get_recipe
 
     check_writable(out, force=force, kind="dir",
-                   inputs=(source.spec, source.weights, *data_inputs(data)))
+                   inputs=(source.spec, source.weights, *input_paths(data)))
     loaded, bundle = load_with_data(source, data, batch_size, config.seed, progress)
     overrides: dict[str, Any] = {}
     if lr is not None:
@@ -110,12 +111,13 @@ def materialize_job(source: ModelSource, out: str | Path, *, data: str | None = 
                     batch_size: int = 64, evaluate: bool = True, force: bool = False,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Turn zeroed / masked filters of ``source`` into a physically smaller saved model."""
+    from edgeprune.data import input_paths
     from edgeprune.models import pruned_dir
     from edgeprune.pruning.masks import apply_torch_prune_masks
     from edgeprune.pruning.materialize import materialize
 
     check_writable(out, force=force, kind="dir",
-                   inputs=(source.spec, source.weights, *data_inputs(data)))
+                   inputs=(source.spec, source.weights, *input_paths(data)))
     loaded = load_source(source)
     apply_torch_prune_masks(loaded.model)
     bundle = load_bundle(data, loaded.input_shape, batch_size, 0, progress)
