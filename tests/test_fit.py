@@ -474,7 +474,7 @@ def test_best_miss_is_the_most_accurate_among_the_nearest() -> None:
 
 
 def test_measure_batch_and_threads_are_chosen_for_steady_timings() -> None:
-    from edgeprune.fit.measuring import resolve_threads
+    from edgeprune.fit.bench import resolve_threads
     from edgeprune.fit.settings import auto_measure_batch
 
     assert auto_measure_batch(4_241_152, relative=True) == 256  # the MNIST CNN: ~1 GMAC a run
@@ -535,3 +535,65 @@ def test_a_fit_that_failed_before_its_first_step_can_be_rerun(
                                         r"'builtin:digits' now\)"):
         RunDir(out).start({"model": "builtin:mnist-cnn", "data": "builtin:digits"},
                           force=False)
+
+
+def test_the_device_flags_are_the_shared_target_options_with_fit_s_own_target_help() -> None:
+    import argparse
+
+    from edgeprune.cli import fit as fit_cli
+    from edgeprune.cli.targets import add_target_options
+    from edgeprune.fit import FitDevice
+
+    parser = argparse.ArgumentParser()
+    sub = fit_cli.add_parser(parser.add_subparsers())
+    assert "the --config file's, else local" in sub.format_help()
+    dests = add_target_options(argparse.ArgumentParser())
+    fit_cli._check_device_flags(FitDevice, dests)  # the same names: no complaint
+    with pytest.raises(TypeError, match="add_target_options"):
+        fit_cli._check_device_flags(FitDevice, dests[:-1])
+
+
+def test_a_scratch_onnx_goes_with_every_external_data_file_it_declares(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edgeprune.fit.candidates import _remove_onnx
+
+    weights = [numpy_helper.from_array(np.ones((64, 64), np.float32), name)
+               for name in ("a", "b")]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])], "g", [],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64, 64])], weights)
+    path = tmp_path / "c001.onnx"
+    onnx.save_model(helper.make_model(graph), str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)
+    data = sorted(p.name for p in tmp_path.iterdir() if p != path)
+    assert data == ["a", "b"]  # named by the exporter, not <name>.data
+    (tmp_path / "b").unlink()  # one already gone: tolerated
+    _remove_onnx(path)
+    assert list(tmp_path.iterdir()) == []
+    _remove_onnx(path)  # nothing left to remove: fine
+    torn = tmp_path / "c002.onnx"  # an export cut short: its usual .data goes with it
+    torn.write_bytes(b"\x00not onnx")
+    (tmp_path / "c002.onnx.data").write_bytes(b"")
+    _remove_onnx(torn)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tflite_needs_the_whole_extra_before_any_work(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fit checks the extra the exporter needs (both packages), with fit's way out."""
+    import importlib.util
+
+    from edgeprune.errors import ExportError
+
+    find_spec = importlib.util.find_spec
+    present = type("Spec", (), {})()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: present
+                        if name == "litert_torch" else None if name == "ai_edge_litert"
+                        else find_spec(name, *a))
+    out = tmp_path / "run"
+    with pytest.raises(ExportError, match=r"ai-edge-litert not installed\).*drop --tflite"):
+        fit(FitSettings(**QUICK, speedup=1.3, tflite=True), out)
+    assert not out.exists()

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from edgeprune.fit import FitBudgetNotMetError, FitSettings, fit
-from edgeprune.fit.candidates import _layer_macs
-from edgeprune.fit.layers import layer_costs
+from edgeprune.fit.layers import layer_costs, macs_per_input
 from edgeprune.fit.search.knapsack import ALIGN, X86_ALIGN, Cost, RooflineModel, allocate
 from edgeprune.pruning import engine
 from edgeprune.pruning.prune import PruneConfig, prune, round_kept
@@ -28,7 +27,7 @@ def _pruned_macs(model: torch.nn.Module, example: torch.Tensor, groups: dict[str
     ratios = {r: (groups[r] - widths[r]) / groups[r] for r in groups if widths[r] < groups[r]}
     config = PruneConfig(criterion="l2", layer_ratios=ratios, only_listed=True)
     pruned = prune(model, example, config).model
-    return sum(_layer_macs(pruned, example).values())
+    return sum(macs_per_input(pruned, example).values())
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
@@ -39,7 +38,7 @@ def test_cost_table_predicts_the_macs_of_really_pruned_models(arch: str) -> None
     example = torch.randn(2, 3, 64, 64)
     groups = _groups(model, example)
     cost = Cost(groups, layer_costs(model, example, groups))
-    full = sum(_layer_macs(model, example).values())
+    full = sum(macs_per_input(model, example).values())
     assert cost.features(groups)[0] == pytest.approx(full, rel=1e-9)
     gen = torch.Generator().manual_seed(0)
     for _ in range(2):
@@ -47,6 +46,20 @@ def test_cost_table_predicts_the_macs_of_really_pruned_models(arch: str) -> None
                   for r, n in groups.items()}
         assert cost.features(widths)[0] == pytest.approx(
             _pruned_macs(model, example, groups, widths), rel=1e-6)
+
+
+def test_the_layer_table_counts_macs_and_depthwise_as_the_model_and_the_pruner_do() -> None:
+    """The knapsack combines the layer table with the MAC counter's shares: both come from
+    models.cost.layer_macs, and depthwise is the pruning engine's rule."""
+    model = torchvision_model("mobilenet_v2")
+    example = torch.randn(2, 3, 64, 64)
+    table = layer_costs(model, example, _groups(model, example))
+    macs = macs_per_input(model, example)
+    modules = dict(model.named_modules())
+    assert {layer["name"]: layer["macs"] for layer in table} == macs
+    assert [layer["name"] for layer in table if layer["depthwise"]] == [
+        name for name in macs if engine.is_depthwise(modules[name])]
+    assert any(layer["depthwise"] for layer in table)
 
 
 def test_roofline_model_recovers_the_device_it_was_measured_on() -> None:

@@ -38,7 +38,7 @@ from edgeprune.artifacts.parity import (
 from edgeprune.errors import ExportError, OutputExistsError, UsageError
 from edgeprune.models.cost import Inputs, as_input_tuple
 
-__all__ = ["TFLITE_EXTRA_HINT", "export_tflite"]
+__all__ = ["TFLITE_EXTRA_HINT", "export_tflite", "require_tflite_extra"]
 
 TFLITE_EXTRA_HINT = "pip install 'edgeprune[tflite]'"
 _LOG_ROOTS = ("torch", "litert_torch", "absl", "torchao", "jax", "ai_edge_litert")
@@ -71,7 +71,7 @@ def export_tflite(
     Raises :class:`ExportError` (extra missing, conversion failed), :class:`OutputExistsError`
     (exists, no ``force``) and :class:`ParityError` (outputs differ beyond tolerance).
     """
-    _require_extra()
+    require_tflite_extra()
     check_tolerances(rtol, atol)
     emit = progress or (lambda event: None)
     target = Path(path)
@@ -133,7 +133,7 @@ def _quiet() -> Any:
     return quiet(_LOG_ROOTS, fds=True, env=_QUIET_ENV)
 
 
-def _require_extra() -> None:
+def require_tflite_extra() -> None:
     """Fail with the one-line install hint unless both packages of the extra are importable."""
     import importlib.util
 

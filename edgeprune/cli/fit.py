@@ -62,12 +62,11 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     from edgeprune.fit.settings import SECTIONS
 
     for name, cls in SECTIONS.items():
-        if name == "device":  # the device options every device command shares
-            add_target_options(p, default=None)  # None: a [fit] table may name it; else local
-            for action in p._actions:
-                if action.dest == "target":
-                    action.help = ("a named target (edgeprune targets list) or a one-off SSH "
-                                   "device (default: the --config file's, else local)")
+        if name == "device":  # the device options every device command shares: their source
+            dests = add_target_options(  # None: a [fit] table may name it; else local
+                p, default=None, target_help="a named target (edgeprune targets list) or a "
+                "one-off SSH device (default: the --config file's, else local)")
+            _check_device_flags(cls, dests)
             continue
         group: Any = p.add_argument_group(cls.TITLE) if cls.TITLE else p
         exclusive: dict[str, Any] = {}
@@ -91,6 +90,17 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
                 where = exclusive[meta["exclusive"]]
             where.add_argument("--" + (meta.get("flag") or field.name).replace("_", "-"),
                                **kwargs)
+
+
+def _check_device_flags(cls: type, dests: list[str]) -> None:
+    """The device flags are :func:`add_target_options`'s; ``settings_from_args`` reads them
+    back by the device section's field names, so the two must name the same settings."""
+    from dataclasses import fields
+
+    names = sorted(f.name for f in fields(cls))
+    if names != sorted(dests):
+        raise TypeError(f"{cls.__name__} fields {names} differ from the device options "
+                        f"{sorted(dests)} (cli.targets.add_target_options): change both")
 
 
 def _value_type(hint: Any) -> Any:

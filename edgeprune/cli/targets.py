@@ -12,25 +12,35 @@ from typing import Any
 from edgeprune.cli._output import Output, table
 
 
-def add_target_options(p: argparse.ArgumentParser, *, default: str | None = "local") -> None:
+def add_target_options(p: argparse.ArgumentParser, *, default: str | None = "local",
+                       target_help: str | None = None) -> list[str]:
+    """Add the device options (group "device") to ``p``; return their ``dest`` names (what a
+    command reads back from the parsed arguments: ``fit`` checks its device settings by them).
+
+    ``target_help`` replaces the help of ``--target`` where the command's default needs saying
+    differently (``fit``: its --config file may name the target).
+    """
     g = p.add_argument_group("device")
-    g.add_argument("--target", default=default, metavar="NAME|ssh://user@host[:port]",
-                   help="a named target (edgeprune targets list) or a one-off SSH device "
-                   f"(default: {default})")
-    g.add_argument("--profile", metavar="NAME", help="hardware profile for its defaults and "
-                   "budgets (default: the target's own)")
-    g.add_argument("--identity-file", "-i", metavar="PATH",
-                   help="SSH private key (default: ssh-agent and ~/.ssh/id_*)")
-    g.add_argument("--known-hosts", metavar="PATH", help="known-hosts file (default: the "
-                   "target's, else ~/.ssh/known_hosts)")
-    g.add_argument("--accept-new-host-key", action="store_true",
-                   help="record an unknown host key (like OpenSSH accept-new); a changed key is "
-                   "still refused")
-    g.add_argument("--python", metavar="PATH", help="the device's Python interpreter")
-    g.add_argument("--targets-file", action="append", default=[], metavar="PATH",
-                   help="an extra target TOML file (repeatable)")
-    g.add_argument("--profiles-file", action="append", default=[], metavar="PATH",
-                   help="an extra profile TOML file (repeatable)")
+    actions = [
+        g.add_argument("--target", default=default, metavar="NAME|ssh://user@host[:port]",
+                       help=target_help or "a named target (edgeprune targets list) or a "
+                       f"one-off SSH device (default: {default})"),
+        g.add_argument("--profile", metavar="NAME", help="hardware profile for its defaults "
+                       "and budgets (default: the target's own)"),
+        g.add_argument("--identity-file", "-i", metavar="PATH",
+                       help="SSH private key (default: ssh-agent and ~/.ssh/id_*)"),
+        g.add_argument("--known-hosts", metavar="PATH", help="known-hosts file (default: the "
+                       "target's, else ~/.ssh/known_hosts)"),
+        g.add_argument("--accept-new-host-key", action="store_true",
+                       help="record an unknown host key (like OpenSSH accept-new); a changed "
+                       "key is still refused"),
+        g.add_argument("--python", metavar="PATH", help="the device's Python interpreter"),
+        g.add_argument("--targets-file", action="append", default=[], metavar="PATH",
+                       help="an extra target TOML file (repeatable)"),
+        g.add_argument("--profiles-file", action="append", default=[], metavar="PATH",
+                       help="an extra profile TOML file (repeatable)"),
+    ]
+    return [action.dest for action in actions]
 
 
 def target_from_args(args: argparse.Namespace, name: str | None = None) -> Any:

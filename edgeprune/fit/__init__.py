@@ -3,7 +3,7 @@
 The public surface of the package; the machinery lives in the modules next to this one:
 ``settings`` (what a run is asked to do, in sections), ``budgets``, ``rundir`` (files and resumable
 state), ``candidates`` (prune, fine-tune, export, judge one candidate), ``layers`` (the layer
-tables latency models price widths with), ``measuring`` (side-by-side comparisons, the
+tables latency models price widths with), ``bench`` (side-by-side comparisons, the
 measurement log and cap), ``loop`` (the steps), ``tradeoff`` (points added for the report's
 curve) and ``final`` (final fine-tune, artifacts, the re-measure that decides, the best miss).
 Strategies live in :mod:`edgeprune.fit.search`, the report in :mod:`edgeprune.fit.report`.

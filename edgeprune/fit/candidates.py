@@ -5,11 +5,12 @@ The tables latency models price widths with are in :mod:`edgeprune.fit.layers`.
 Records are plain dicts (they go to ``state.json`` and the report as they are); models of
 measured candidates are saved under ``models/<id>`` so a resumed run finds its parents. How a
 candidate is measured — beside the unpruned model for a relative budget, again when it lands near
-the budget — is in :mod:`edgeprune.fit.measuring`.
+the budget — is in :mod:`edgeprune.fit.bench`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Mapping
@@ -20,13 +21,13 @@ import torch
 from torch import nn
 
 from edgeprune._signals import raise_if_interrupted
+from edgeprune.fit.bench import INFEASIBLE, Bench, MeasureFn, PairedComparison, resolve_threads
 from edgeprune.fit.budgets import ResolvedBudgets
-from edgeprune.fit.layers import layer_costs, mac_slopes
-from edgeprune.fit.measuring import INFEASIBLE, Bench, Comparison, MeasureFn, resolve_threads
+from edgeprune.fit.layers import layer_costs, mac_slopes, macs_per_input
 from edgeprune.fit.rundir import RunDir
 from edgeprune.fit.settings import FitSettings, auto_measure_batch
 from edgeprune.models import pruned_dir
-from edgeprune.models.cost import count_macs, count_params, layer_macs
+from edgeprune.models.cost import count_macs, count_params
 from edgeprune.pruning import engine
 from edgeprune.pruning.prune import PruneConfig, prune, round_kept
 
@@ -110,7 +111,7 @@ class Candidates:
 
     def latency(self, record: Record) -> float | None:
         """The latency budgets are judged on: load-corrected when paired
-        (see :mod:`edgeprune.fit.measuring`)."""
+        (see :mod:`edgeprune.fit.bench`)."""
         value = record.get("latency_ms")
         return None if value is None else float(value)
 
@@ -150,7 +151,7 @@ class Candidates:
         fraction of the group's channels removed (:func:`edgeprune.fit.layers.mac_slopes`)."""
         if "mac_slopes" not in self.state:
             self.state["mac_slopes"] = mac_slopes(self.base_model, self.example,
-                                                  _layer_macs(self.base_model, self.example))
+                                                  macs_per_input(self.base_model, self.example))
         return dict(self.state["mac_slopes"])
 
     def layer_costs(self) -> list[dict[str, Any]]:
@@ -158,7 +159,7 @@ class Candidates:
         elements per input, and the fraction of its input and output channels each group cuts.
 
         What a latency model needs to predict MACs and memory traffic of *any* widths without
-        pruning (see :mod:`edgeprune.fit.search.knapsack`); one forward pass, cached in the state.
+        pruning (see :mod:`edgeprune.fit.search.knapsack`); computed once, cached in the state.
         """
         if "layer_costs" not in self.state:
             self.state["layer_costs"] = layer_costs(self.base_model, self.example, self.groups)
@@ -375,12 +376,12 @@ class Candidates:
                 record["latency_ms"] = float(record["latency_ratio"]) * base_ms
                 record["meets_budget"] = self.meets(record)
 
-    def _again(self, comparison: Comparison, invocations: int) -> bool:
+    def _again(self, comparison: PairedComparison, invocations: int) -> bool:
         """Measure once more: the result is near the budget and there is room for it."""
         return "baseline_ms" in self.state and self._near_budget(comparison) and \
             self.can_measure(invocations)
 
-    def _near_budget(self, comparison: Comparison) -> bool:
+    def _near_budget(self, comparison: PairedComparison) -> bool:
         limit = self.latency_budget_ms
         if limit is None:
             return False
@@ -422,13 +423,6 @@ class Candidates:
         return list(self.measure_input.shape)
 
 
-def _layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
-    """Multiply-accumulates per input of every counted layer, by name
-    (:func:`edgeprune.models.cost.layer_macs` divided by the batch)."""
-    batch = example.shape[0]
-    return {name: macs / batch for name, macs in layer_macs(model, example).items()}
-
-
 def _batch_of(bundle: Any, n: int) -> torch.Tensor:
     """``n`` real validation images (repeated when the split is smaller)."""
     from edgeprune.data import example_input
@@ -450,5 +444,17 @@ def _batch_of(bundle: Any, n: int) -> torch.Tensor:
 
 
 def _remove_onnx(path: Path) -> None:
+    """Delete a scratch ONNX export and every external-data file it declares
+    (:func:`edgeprune.artifacts.files.declared_external_data`); files already gone are fine. A
+    model that is gone or too broken to list its data (a torn export) takes the exporter's usual
+    ``<name>.data`` with it."""
+    from edgeprune.artifacts.files import declared_external_data
+    from edgeprune.errors import ArtifactError
+
+    names = [path.name + ".data"]
+    if path.is_file():
+        with contextlib.suppress(ArtifactError):
+            names = declared_external_data(path)
+    for name in names:
+        (path.parent / name).unlink(missing_ok=True)
     path.unlink(missing_ok=True)
-    path.with_name(path.name + ".data").unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeprune.fit.measuring import INFEASIBLE, Comparison, geomean
+from edgeprune.fit.bench import INFEASIBLE, PairedComparison, geomean
 
 if TYPE_CHECKING:
     from edgeprune.fit.candidates import Candidates
@@ -163,7 +163,7 @@ def _deployable(ctx: Candidates, state: dict[str, Any], cid: str,
 def verify(ctx: Candidates, path: Path, cid: str, pairs: int) -> dict[str, Any]:
     """Re-measure the final artifact ``pairs`` times (beside the unpruned model when the budget
     is relative, in alternating order); its numbers are the ones reported."""
-    comparison = Comparison(ctx.budgets.latency_percentile)
+    comparison = PairedComparison(ctx.budgets.latency_percentile)
     base, batch, relative = ctx.baseline_artifact(), ctx.measure_batch, ctx.budgets.relative
     try:
         for i in range(pairs):
@@ -187,7 +187,7 @@ def measure_deployable(ctx: Candidates, path: Path, cid: str) -> dict[str, Any]:
     """The batch-1 deployable beside the unpruned model at batch 1: what a user would see."""
     if ctx.bench.left < 2:
         return {}
-    comparison = Comparison(ctx.budgets.latency_percentile)
+    comparison = PairedComparison(ctx.budgets.latency_percentile)
     try:
         ref = ctx.bench.run(ctx.baseline_artifact(1), cid=ctx.baseline_id, role="unpruned-b1",
                             batch=1)

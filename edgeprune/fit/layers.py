@@ -2,8 +2,11 @@
 
 :func:`layer_costs` (MACs and elements moved per layer, and which channel groups cut it: the
 knapsack's roofline, :mod:`edgeprune.fit.search.knapsack`) and :func:`mac_slopes` (the share of
-the MACs each group's channels carry: netadapt's prior) — each from one forward pass and the
-pruning graph, without pruning anything.
+the MACs each group's channels carry: netadapt's prior) — each from the pruning graph and
+forward passes, without pruning anything. Both take their MACs from the one MAC counter,
+:func:`edgeprune.models.cost.layer_macs` (per input: :func:`macs_per_input`), and the depthwise
+rule from :func:`edgeprune.pruning.engine.is_depthwise`, so the tables the knapsack combines
+agree with each other and with what pruning does.
 """
 
 from __future__ import annotations
@@ -14,9 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeprune.models.cost import layer_macs
 from edgeprune.pruning import engine
 
-__all__ = ["layer_costs", "mac_slopes"]
+__all__ = ["layer_costs", "mac_slopes", "macs_per_input"]
+
+
+def macs_per_input(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """Multiply-accumulates per input of every counted layer, by name:
+    :func:`edgeprune.models.cost.layer_macs` divided by the batch of ``example``."""
+    batch = example.shape[0]
+    return {name: macs / batch for name, macs in layer_macs(model, example).items()}
 
 
 def mac_slopes(model: nn.Module, example: torch.Tensor,
@@ -58,24 +69,19 @@ def layer_costs(model: nn.Module, example: torch.Tensor,
 
 
 def _layer_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, dict[str, Any]]:
-    """Per conv/linear layer, per input: MACs, input/output activation elements, weights."""
+    """Per conv/linear layer, per input: MACs (:func:`macs_per_input`), input/output activation
+    elements, weights, and whether it is depthwise (:func:`edgeprune.pruning.engine.is_depthwise`).
+    """
     found: dict[str, dict[str, Any]] = {}
     hooks = []
 
     def hook(name: str) -> Callable[..., None]:
         def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
             batch = output.shape[0]
-            out_elems = output.numel() / batch
-            depthwise = False
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                macs = out_elems * module.in_channels / module.groups * kh * kw
-                depthwise = module.groups > 1 and module.groups == module.in_channels
-            else:
-                macs = out_elems * module.in_features
-            found[name] = {"macs": macs, "in_elems": inputs[0].numel() / batch,
-                           "out_elems": out_elems, "weights": module.weight.numel(),
-                           "depthwise": depthwise}
+            found[name] = {"in_elems": inputs[0].numel() / batch,
+                           "out_elems": output.numel() / batch,
+                           "weights": module.weight.numel(),
+                           "depthwise": engine.is_depthwise(module)}
 
         return record
 
@@ -88,7 +94,8 @@ def _layer_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, dict[str,
     finally:
         for handle in hooks:
             handle.remove()
-    return found
+    macs = macs_per_input(model, example)  # a second pass: the one MAC counter's own hooks
+    return {name: {"macs": macs.get(name, 0.0), **sizes} for name, sizes in found.items()}
 
 
 def _dim_size(module: nn.Module, dim: str) -> int:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgeprune._signals import raise_if_interrupted
 from edgeprune.errors import FitBudgetNotMetError
+from edgeprune.fit.bench import MeasureFn
 from edgeprune.fit.budgets import ResolvedBudgets, resolve_budgets
-from edgeprune.fit.measuring import MeasureFn
 from edgeprune.fit.rundir import RunDir
 from edgeprune.fit.settings import FitSettings
 
@@ -149,15 +149,16 @@ def fit(settings: FitSettings, out: str | Path, *, force: bool = False,
 
 
 def _require_tflite_converter() -> None:
-    """Fail before any work when ``tflite`` is asked for and the converter is not installed."""
-    import importlib.util
-
+    """Fail before any work when ``tflite`` is asked for and the TFLite extra is not installed:
+    :func:`edgeprune.artifacts.tflite.require_tflite_extra`, with fit's way out as the hint."""
+    from edgeprune.artifacts.tflite import require_tflite_extra
     from edgeprune.errors import ExportError
 
-    if importlib.util.find_spec("litert_torch") is None:
-        raise ExportError("--tflite needs the optional extra: pip install 'edgeprune[tflite]'",
-                          hint="install it (about 1.2 GB) or drop --tflite; model.onnx is "
-                          "always written")
+    try:
+        require_tflite_extra()
+    except ExportError as exc:
+        raise ExportError(exc.message, hint="install it (about 1.2 GB) or drop --tflite; "
+                          "model.onnx is always written") from None
 
 
 def _fresh_state() -> dict[str, Any]:

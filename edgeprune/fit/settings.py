@@ -85,7 +85,9 @@ class FitSource:
 class FitDevice:
     """How to reach the target (as ``edgeprune measure``'s flags); None / empty = its own."""
 
-    TITLE: ClassVar[str | None] = "device"  # flags: cli.targets.add_target_options (shared)
+    # the flags are cli.targets.add_target_options' (shared with measure and gate); the fit
+    # parser checks they name exactly these fields
+    TITLE: ClassVar[str | None] = "device"
 
     target: str = "local"
     profile: str | None = None

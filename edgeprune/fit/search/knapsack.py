@@ -7,10 +7,11 @@ promise, while other layers speed up in step with theirs. This strategy models t
     latency ≈ a · MACs(widths) + b · elements moved(widths) + c
 
 with MACs and elements (activations read and written plus weights, per conv/linear layer)
-computed *exactly* for any widths from one forward pass of the unpruned model
-(:meth:`Cost.features`), and ``a, b, c`` fitted (non-negative weighted least squares) to the
-device's own measurements: the unpruned model and the smallest allowed model to start, then
-every candidate. The fit tells how compute- or memory-bound this model is on this device.
+computed *exactly* for any widths from the unpruned model's layer table
+(:mod:`edgeprune.fit.layers`, :meth:`Cost.features`), and ``a, b, c`` fitted (non-negative
+weighted least squares) to the device's own measurements: the unpruned model and the smallest
+allowed model to start, then every candidate. The fit tells how compute- or memory-bound this
+model is on this device.
 
 Each step allocates widths greedily, HALP-style (a knapsack over channel groups): repeatedly
 take the chunk of channels, from any group, that gives up the least per millisecond the model

@@ -118,12 +118,12 @@ class Bench:
 
     def compare(self, path: Path, *, cid: str, role: str, batch: int, percentile: int,
                 reference: tuple[Path, str] | None,
-                again: Callable[[Comparison, int], bool]) -> Comparison:
+                again: Callable[[PairedComparison, int], bool]) -> PairedComparison:
         """Judge ``path``: beside the ``reference`` artifact (its path and id) as a pair, and a
         second pair in the other order when ``again(comparison, 2)``; or alone (``reference``
         None), once more when ``again(comparison, 1)``. ``again`` says whether the result is near
         enough to the budget to be measured again and there is room for ``n`` more."""
-        comparison = Comparison(percentile)
+        comparison = PairedComparison(percentile)
         if reference is not None:
             ref_path, ref_id = reference
             ref = self.run(ref_path, cid=ref_id, role="unpruned", batch=batch)
@@ -165,7 +165,7 @@ def _load_avg() -> float | None:
         return None
 
 
-class Comparison:
+class PairedComparison:
     """The measurements that judge one artifact: its own, and the unpruned model's beside it."""
 
     def __init__(self, percentile: int) -> None:
