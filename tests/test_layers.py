@@ -91,14 +91,18 @@ def test_no_module_imports_another_modules_private_names() -> None:
     assert not found, "private names used outside their module:\n" + "\n".join(found)
 
 
-def _normalised(module: str) -> str:
-    """``edgeprune.cli._output`` -> ``edgeprune_cli_output``: how test file names name modules."""
-    return "_".join(part.lstrip("_") for part in module.split("."))
+def _test_names(module: str) -> set[str]:
+    """The test-file names that test ``module``: every run of its dotted parts joined by ``_``
+    (``edgeprune.cli._output`` -> ``cli_output``, ``output``, ``cli``, ...), so ``test_fit.py``
+    tests the fit package's modules and ``test_cli_output.py`` the module ``cli._output``."""
+    parts = [part.lstrip("_") for part in module.split(".")]
+    return {"_".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
 
 
 def test_tests_reach_only_into_the_privates_of_the_module_they_test() -> None:
-    """``tests/test_X.py`` may use the private names of module X (``test_quiet`` ->
-    ``artifacts._quiet``, ``test_cli_output`` -> ``cli._output``); of no other module."""
+    """``tests/test_X.py`` may use the private names of module (or package) X (``test_quiet`` ->
+    ``artifacts._quiet``, ``test_cli_output`` -> ``cli._output``, ``test_fit`` -> ``fit.*``); of
+    no other module."""
     found = []
     for path in sorted((ROOT / "tests").glob("test_*.py")):
         tested = path.stem.removeprefix("test_")
@@ -107,7 +111,7 @@ def test_tests_reach_only_into_the_privates_of_the_module_they_test() -> None:
             parts = dotted.split(".")
             owner = ".".join(parts[:next(i for i, p in enumerate(parts) if _is_private(p)) + 1])
             owner_module = owner if _is_module(owner) else owner.rpartition(".")[0]
-            if not _normalised(owner_module).endswith(tested):
+            if tested not in _test_names(owner_module):
                 found.append(hit)
     assert not found, "tests using another module's private names:\n" + "\n".join(found)
 
@@ -121,3 +125,9 @@ def test_the_private_name_check_can_fail() -> None:
     # inside its own package a private module is fine
     inside = private_imports(PACKAGE / "data" / "probe.py", "from edgeprune.data import _spec\n")
     assert inside == []
+
+
+def test_which_test_files_may_reach_into_a_module() -> None:
+    assert {"fit", "candidates", "fit_candidates"} <= _test_names("edgeprune.fit.candidates")
+    assert "engine" not in _test_names("edgeprune.fit.candidates")
+    assert "cli_output" in _test_names("edgeprune.cli._output")
