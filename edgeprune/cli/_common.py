@@ -5,7 +5,8 @@ a flag reads and parses the same in every command; a command may word the help f
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 MODEL_HELP = ("torchvision:NAME[(k=v)], builtin:NAME, file.py:factory, package.module:factory, "
               "or a pruned model directory")
@@ -17,40 +18,79 @@ INPUT_SHAPE_HELP = ("input shape, batch 1 if omitted (default: what the model sp
                     "1,3,224,224)")
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, positional: bool = False,
+class Options(Protocol):
+    """What a helper adds its flag to: a parser, or one of its argument groups (a command that
+    shows the flag under a heading passes the group)."""
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action: ...
+
+
+def add_model_args(parser: Options, *, positional: bool = False,
                    input_shape_help: str = INPUT_SHAPE_HELP) -> None:
     """``--model SPEC`` (or a positional MODEL), ``--weights FILE``, ``--input-shape``."""
     if positional:
         parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     else:
         parser.add_argument("--model", required=True, metavar="SPEC", help=MODEL_HELP)
-    parser.add_argument("--weights", metavar="FILE", help=WEIGHTS_HELP)
-    parser.add_argument("--input-shape", metavar="[N,]C,H,W", type=parse_shape,
-                        help=input_shape_help)
+    add_weights(parser)
+    add_input_shape(parser, help=input_shape_help)
 
 
-def add_data(parser: argparse.ArgumentParser, *, required: bool = True,
-             help: str = DATA_HELP) -> None:
+def add_weights(parser: Options, *, help: str = WEIGHTS_HELP) -> None:
+    """``--weights FILE``: a state dict for the model spec."""
+    parser.add_argument("--weights", metavar="FILE", help=help)
+
+
+def add_input_shape(parser: Options, *, help: str = INPUT_SHAPE_HELP) -> None:
+    """``--input-shape [N,]C,H,W`` (:func:`parse_shape`)."""
+    parser.add_argument("--input-shape", metavar="[N,]C,H,W", type=parse_shape, help=help)
+
+
+def add_data(parser: Options, *, required: bool = True, help: str = DATA_HELP) -> None:
     """``--data SPEC``: a data spec (docs/data.md)."""
     parser.add_argument("--data", required=required, metavar="SPEC", help=help)
 
 
-def add_batch_size(parser: argparse.ArgumentParser, *, default: int,
-                   help: str | None = None) -> None:
-    """``--batch-size N`` (at least 1)."""
-    parser.add_argument("--batch-size", type=positive_int, default=default, metavar="N",
+def add_batch_size(parser: Options, *, default: int, help: str | None = None,
+                   type: Callable[[str], int] | None = None) -> None:
+    """``--batch-size N`` (at least 1; ``type=int`` where a command has always passed any
+    integer on to the library to judge)."""
+    parser.add_argument("--batch-size", type=type or positive_int, default=default, metavar="N",
                         help=help)
 
 
-def add_threads(parser: argparse.ArgumentParser, *,
-                help: str = "torch threads (default: the cores available)") -> None:
-    """``--threads N``: torch intra-op threads of this process (at least 1)."""
-    parser.add_argument("--threads", type=positive_int, metavar="N", help=help)
+def add_seed(parser: Options, *, default: int | None = 0, help: str | None = None) -> None:
+    """``--seed SEED``: the random seed (an integer)."""
+    parser.add_argument("--seed", type=int, default=default, help=help)
 
 
-def add_force(parser: argparse.ArgumentParser,
-              help: str = "overwrite an existing output") -> None:
+def add_threads(parser: Options, *, help: str = "torch threads (default: the cores available)",
+                type: Callable[[str], int] | None = None, metavar: str | None = "N") -> None:
+    """``--threads N``: intra-op threads (at least 1; ``type=int`` where a command has always
+    passed any integer on to the runtime to judge)."""
+    parser.add_argument("--threads", type=type or positive_int, metavar=metavar, help=help)
+
+
+def add_force(parser: Options, help: str = "overwrite an existing output") -> None:
+    """``--force``: overwrite what the command would otherwise refuse to replace."""
     parser.add_argument("--force", action="store_true", help=help)
+
+
+def add_measurement_runs(group: Options) -> None:
+    """``--runs`` and ``--warmup`` of a device measurement."""
+    group.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    group.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+
+
+def add_repeats(group: Options) -> None:
+    """``--repeats N``: fresh-process repeats of a noisy device measurement."""
+    group.add_argument("--repeats", type=int, default=2,
+                       help="fresh-process repeats of a noisy measurement (default 2)")
+
+
+def add_no_cache(group: Options) -> None:
+    """``--no-cache``: measure again rather than reuse a cached measurement."""
+    group.add_argument("--no-cache", action="store_true", help="measure again even if cached")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

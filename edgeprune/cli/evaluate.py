@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgeprune.cli._common import add_batch_size, add_data, add_model_args, add_threads
+from edgeprune.cli._common import (
+    add_batch_size,
+    add_data,
+    add_model_args,
+    add_seed,
+    add_threads,
+)
 from edgeprune.cli._output import Output
 
 
@@ -31,8 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--normalization", default="auto",
                         choices=("auto", "dataset", "imagenet", "none"),
                         help="image normalisation (default: auto, per data set; docs/data.md)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the train/val split of data without one (default: 0)")
+    add_seed(parser, help="seed of the train/val split of data without one (default: 0)")
     add_threads(parser, help="torch intra-op threads for the pass (default: torch's own)")
     return parser
 

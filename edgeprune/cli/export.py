@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgeprune.cli._common import add_model_args, positive_int, resolve_model
+from edgeprune.cli._common import add_data, add_force, add_model_args, positive_int, resolve_model
 from edgeprune.cli._output import Output
 from edgeprune.errors import UsageError
 
@@ -56,11 +56,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="always write the weights to FILE.data beside the .onnx",
     )
-    parser.add_argument(
-        "--data",
-        metavar="SPEC",
-        help="compare on real images from this data spec, e.g. builtin:digits",
-    )
+    add_data(parser, required=False,
+             help="compare on real images from this data spec, e.g. builtin:digits")
     parser.add_argument(
         "--channels-last",
         action="store_true",
@@ -68,7 +65,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (1e-3)")
     parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (1e-4)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    add_force(parser)
     return parser
 
 

@@ -17,6 +17,7 @@ from edgeprune.cli._common import (
     add_data,
     add_force,
     add_model_args,
+    add_seed,
     add_threads,
     positive_int,
 )
@@ -59,7 +60,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="val batches checked after each epoch (default: all)")
     add_batch_size(p, default=64)
     add_threads(p)
-    p.add_argument("--seed", type=int, help="seed of weights order and shuffling (default 0)")
+    add_seed(p, default=None, help="seed of weights order and shuffling (default 0)")
     p.add_argument("--layers", metavar="A,B",
                    help="layers the partial recipe unfreezes (default: those the pruning "
                    "history of a pruned directory names)")

@@ -13,7 +13,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from edgeprune.cli._common import parse_shape
+from edgeprune.cli._common import (
+    add_force,
+    add_input_shape,
+    add_measurement_runs,
+    add_no_cache,
+    add_repeats,
+)
 from edgeprune.cli._output import Output, table
 from edgeprune.cli.targets import add_target_options, target_from_args
 
@@ -64,15 +70,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one testsuite per "
                    "artifact, one testcase per budget)")
-    o.add_argument("--force", action="store_true", help="overwrite --junit/--write-baseline files")
+    add_force(o, help="overwrite --junit/--write-baseline files")
     m = p.add_argument_group("measurement (with --target)")
-    m.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
-    m.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
-    m.add_argument("--repeats", type=int, default=2,
-                   help="fresh-process repeats of a noisy measurement (default 2)")
-    m.add_argument("--input-shape", type=parse_shape, metavar="[N,]C,H,W",
-                   help="fills dynamic input dims for MACs and measuring (default: the profile's)")
-    m.add_argument("--no-cache", action="store_true", help="measure again even if cached")
+    add_measurement_runs(m)
+    add_repeats(m)
+    add_input_shape(m, help="fills dynamic input dims for MACs and measuring (default: the "
+                    "profile's)")
+    add_no_cache(m)
     return p
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgeprune.cli._common import add_force, add_model_args
+from edgeprune.cli._common import add_data, add_force, add_model_args
 from edgeprune.cli._output import Output
 
 
@@ -22,8 +22,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "removed with the measured deviation reported).",
     )
     add_model_args(p)
-    p.add_argument("--data", metavar="SPEC",
-                   help="real data for the parity check and accuracy before/after")
+    add_data(p, required=False,
+             help="real data for the parity check and accuracy before/after")
     p.add_argument("--constant-channels", choices=("fold", "keep", "remove-and-report"),
                    default="fold", help="what to do with zero filters that emit a constant")
     p.add_argument("--tolerance", type=float, default=1e-5,

@@ -7,6 +7,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgeprune.cli._common import (
+    add_measurement_runs,
+    add_no_cache,
+    add_repeats,
+    add_threads,
+    add_weights,
+)
 from edgeprune.cli._output import Output, table
 from edgeprune.cli.targets import (
     add_target_options,
@@ -30,13 +37,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL",
                    help="an .onnx (with its .data file) or .tflite file; a model spec or pruned "
                    "model directory is exported to ONNX on the fly (cached)")
-    p.add_argument("--weights", metavar="FILE", help="state dict for a model spec MODEL")
+    add_weights(p, help="state dict for a model spec MODEL")
     add_target_options(p)
     g = p.add_argument_group("measurement")
-    g.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
-    g.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads (default: the profile's, else the runtime's)")
+    add_measurement_runs(g)
+    add_threads(g, type=int, metavar=None,
+                help="intra-op threads (default: the profile's, else the runtime's)")
     g.add_argument("--per-op", action="store_true", help="per-operator time (onnxruntime)")
     g.add_argument("--runtime", choices=("auto", "onnxruntime", "tflite"), default="auto")
     g.add_argument("--providers", default=None, metavar="A,B",
@@ -47,11 +53,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="time cap on the timed runs of one attempt (default 60)")
     g.add_argument("--cv-threshold", type=float, default=0.10,
                    help="coefficient of variation above which a result is noisy (default 0.10)")
-    g.add_argument("--repeats", type=int, default=2,
-                   help="fresh-process repeats of a noisy measurement (default 2)")
+    add_repeats(g)
     g.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="per-attempt command timeout (default: the target's)")
-    g.add_argument("--no-cache", action="store_true", help="measure again even if cached")
+    add_no_cache(g)
     return p
 
 

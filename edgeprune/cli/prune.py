@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgeprune.cli._common import add_force, add_model_args
+from edgeprune.cli._common import add_batch_size, add_data, add_force, add_model_args, add_seed
 from edgeprune.cli._output import Output, table
 
 CRITERIA = ("l1", "l2", "bn_scale", "taylor", "activation", "fpgm", "random")
@@ -42,14 +42,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="keep channel counts a multiple of N (8 or 16 suit SIMD kernels)")
     p.add_argument("--steps", type=int, default=1, metavar="N",
                    help="prune iteratively in N steps, re-scoring in between")
-    p.add_argument("--data", metavar="SPEC",
-                   help="real data (builtin:mnist5k, imagefolder:PATH, cifar10:PATH, ...): "
-                   "calibration for activation/taylor, accuracy before/after")
+    add_data(p, required=False, help="real data (builtin:mnist5k, imagefolder:PATH, "
+             "cifar10:PATH, ...): calibration for activation/taylor, accuracy before/after")
     p.add_argument("--calibration-batches", type=int, default=8, metavar="N",
                    help="real batches for activation/taylor scores (default 8)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N")
+    add_batch_size(p, default=64, type=int)
     p.add_argument("--no-eval", action="store_true", help="skip accuracy before/after")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     g = p.add_argument_group("pipelines (need --data)")
     g.add_argument("--schedule", metavar="NAME",
                    help="oneshot | iterative | during-training | soft | retrain: prune and "

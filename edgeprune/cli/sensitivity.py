@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgeprune.cli._common import add_force, add_model_args
+from edgeprune.cli._common import add_batch_size, add_data, add_force, add_model_args, add_seed
 from edgeprune.cli._output import Output, table
 
 
@@ -23,21 +23,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--ratios 0.25,0.5,0.75 --target-reduction 0.5 --out runs/sens; then "
         "edgeprune prune ... --ratios runs/sens/ratios.toml")
     add_model_args(p)
-    p.add_argument("--data", required=True, metavar="SPEC", help="real data with a val split")
+    add_data(p, help="real data with a val split")
     p.add_argument("--ratios", type=_ratios, default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                    metavar="R1,R2", help="ratios to try per layer (default 0.1,...,0.9)")
     p.add_argument("--criterion", default="l2", metavar="NAME", help="importance (default l2)")
     p.add_argument("--layers", metavar="A,B", help="only these group roots (default: all)")
     p.add_argument("--val-batches", type=int, metavar="N",
                    help="val batches per measurement (default: all; fewer is faster)")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N")
+    add_batch_size(p, default=256, type=int)
     p.add_argument("--max-drop", type=float, metavar="P",
                    help="per-layer top-1 drop allowed, in percentage points (as fit's "
                    "--max-accuracy-drop: 1 = one point)")
     p.add_argument("--target-reduction", type=float, metavar="X",
                    help="fraction of parameters to remove (ratios chosen by bisection)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the outputs")
     add_force(p)
     return p
